@@ -1,0 +1,1 @@
+"""Triton kernels (installed as ``minivar.kernels``). Each kernel has a pure-PyTorch ``_ref`` twin."""

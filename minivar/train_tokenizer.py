@@ -1,0 +1,161 @@
+"""Training the multi-scale residual tokenizer from scratch (the official VAR repo ships no code for it).
+
+Loss (VAR Sec. 3.3, recipe of the VAR authors' follow-up tokenizer code, minus LPIPS / GAN which
+need pretrained networks we cannot download here):
+
+    L = 0.2 * |x - x_rec|_1 + 1.0 * |x - x_rec|_2^2 + vq_loss
+    vq_loss = mean_k  beta * ||sg(f_hat_k) - f||^2 + ||f_hat_k - sg(f)||^2   (f_hat_k cumulative)
+
+with the straight-through estimator for the decoder's gradient. Multi-scale tokenizers tend to
+leave most codes unused at the small scales ("codebook collapse"), so we log per-scale usage and
+perplexity and re-seed dead codes with vectors the quantiser has just seen.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .tokenizer import VQVAE
+
+
+@dataclass
+class TokenizerTrainConfig:
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 3e-4
+    betas: tuple = (0.5, 0.9)
+    weight_decay: float = 0.005
+    warmup_steps: int = 50
+    l1_weight: float = 0.2
+    l2_weight: float = 1.0
+    vq_weight: float = 1.0
+    grad_clip: float = 10.0
+    reseed_every: int = 100  # 0 disables dead-code re-seeding
+    reseed_below: float = 0.03  # a code is dead when its hit rate < this x the uniform rate
+    ema: float = 0.0  # weight EMA decay (e.g. 0.999); 0 disables. The returned model holds EMA weights.
+    seed: int = 0
+    log_every: int = 50
+    time_limit_s: float | None = None  # stop early after this many seconds (for demos)
+
+
+def psnr(x, y) -> float:
+    """PSNR in dB of images in [-1, 1] (computed on the [0, 1] scale)."""
+    mse = F.mse_loss((x.clamp(-1, 1) + 1) / 2, (y.clamp(-1, 1) + 1) / 2).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def code_stats(indices, vocab_size: int) -> tuple[list[float], list[float]]:
+    """Per scale: fraction of the codebook used, and perplexity exp(H) of the code histogram."""
+    usage, ppl = [], []
+    for idx in indices:
+        p = torch.bincount(idx.flatten(), minlength=vocab_size).float()
+        p = p / p.sum()
+        usage.append((p > 0).float().mean().item())
+        ppl.append(math.exp(-(p[p > 0] * p[p > 0].log()).sum().item()))
+    return usage, ppl
+
+
+@torch.no_grad()
+def evaluate_tokenizer(vae: VQVAE, images: torch.Tensor, batch_size: int = 64) -> dict:
+    """Reconstruction PSNR and per-scale codebook usage / perplexity over a set of images."""
+    was_training = vae.training
+    vae.eval()
+    recs, per_scale = [], None
+    for i in range(0, len(images), batch_size):
+        idx = vae.encode(images[i:i + batch_size])
+        recs.append(vae.decode(idx))
+        per_scale = idx if per_scale is None else [torch.cat([a, b]) for a, b in zip(per_scale, idx)]
+    vae.train(was_training)
+    usage, ppl = code_stats(per_scale, vae.config.vocab_size)
+    return {"psnr": psnr(torch.cat(recs), images), "usage": usage, "perplexity": ppl}
+
+
+def _lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig | None = None,
+                    progress: bool = True, log=None) -> list[dict]:
+    """Train ``vae`` in place on ``images`` (N, 3, S, S) in [-1, 1]. Returns the logged history.
+
+    ``log(record)`` is called every ``log_every`` steps with a dict (step, loss parts, psnr,
+    per-scale usage, re-seeded codes, images/s).
+    """
+    cfg = cfg or TokenizerTrainConfig()
+    from .tokenizer import check_images
+    check_images(images[:cfg.batch_size], vae.config.image_size)
+    g = torch.Generator().manual_seed(cfg.seed)
+    decay, no_decay = [], []
+    for name, p in vae.named_parameters():
+        (no_decay if p.ndim < 2 or "embedding" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    ema = copy.deepcopy(vae).requires_grad_(False) if cfg.ema > 0 else None
+    V = vae.config.vocab_size
+    hits_V = torch.zeros(V)  # code hits since the last re-seed, all scales together
+    window = None  # per-scale indices since the last log
+    history, t0, seen = [], time.time(), 0
+    vae.train()
+    bar = tqdm(range(cfg.steps), disable=not progress, desc="tokenizer", dynamic_ncols=True)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        x = images[torch.randint(len(images), (cfg.batch_size,), generator=g)]
+        rec, q = vae(x)
+        l1, l2 = F.l1_loss(rec, x), F.mse_loss(rec, x)
+        loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.vq_weight * q.vq_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"tokenizer loss became {loss.item()} at step {step}; the weights "
+                                     f"before this step are intact. Lower lr (now {cfg.lr}) or check the "
+                                     "input images for NaN")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        opt.step()
+        seen += len(x)
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), vae.parameters()):
+                    pe.lerp_(p, 1 - cfg.ema)
+        with torch.no_grad():
+            for idx in q.indices:
+                hits_V += torch.bincount(idx.flatten(), minlength=V).float()
+            window = q.indices if window is None else [torch.cat([a, b]) for a, b in zip(window, q.indices)]
+            reseeded = 0
+            if cfg.reseed_every and (step + 1) % cfg.reseed_every == 0:
+                dead = (hits_V < cfg.reseed_below * hits_V.sum() / V).nonzero().flatten()
+                if len(dead):  # replace dead codes by residual vectors the quantiser just saw
+                    pick = torch.randint(len(q.z_NC), (len(dead),), generator=g)
+                    vae.quantize.embedding.weight[dead] = q.z_NC[pick].to(vae.quantize.embedding.weight)
+                reseeded = len(dead)
+                hits_V.zero_()
+        last = step == cfg.steps - 1
+        out_of_time = cfg.time_limit_s is not None and time.time() - t0 > cfg.time_limit_s
+        if (step + 1) % cfg.log_every == 0 or last or out_of_time:
+            usage, ppl = code_stats(window, V)
+            rec_ = {"step": step + 1, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),
+                    "vq": q.vq_loss.item(), "psnr": psnr(rec.detach(), x), "usage": usage,
+                    "perplexity": ppl, "reseeded": reseeded, "img_per_s": seen / (time.time() - t0)}
+            history.append(rec_)
+            window = None
+            bar.set_postfix(loss=f"{rec_['loss']:.4f}", psnr=f"{rec_['psnr']:.1f}",
+                            use0=f"{usage[0]:.2f}", uselast=f"{usage[-1]:.2f}")
+            if log is not None:
+                log(rec_)
+        if out_of_time:
+            break
+    bar.close()
+    if ema is not None:
+        vae.load_state_dict(ema.state_dict())
+    vae.eval()
+    return history

@@ -1,0 +1,30 @@
+"""Test configuration shared by every test file.
+
+TRITON_INTERPRET must be set before any ``@triton.jit`` runs, so it is set here (on machines without
+CUDA), at import time of the conftest, before pytest imports the test modules. Tests stay on CPU and small.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # on a GPU the kernels compile for real
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
