@@ -117,6 +117,7 @@ class MultiScaleQuantizer(nn.Module):
                 out.append(f_hat)
         return out if cumulative else f_hat
 
+    @torch.no_grad()  # the tokenizer is frozen while the transformer trains
     def teacher_input(self, indices) -> torch.Tensor:
         """Teacher-forcing input (B, L-1, Cv): for k = 1..K-1, f_hat after scales < k, area-down to pn_k."""
         B, side = indices[0].shape[0], self.patch_nums[-1]
@@ -127,6 +128,7 @@ class MultiScaleQuantizer(nn.Module):
             inputs.append(x_BlC)
         return torch.cat(inputs, dim=1)
 
+    @torch.no_grad()
     def next_input(self, f_hat_BChw, k: int, codes):
         """One sampling step: add scale k's codes to f_hat (in place); return (f_hat, input for k+1).
 
