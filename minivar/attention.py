@@ -12,6 +12,9 @@ Backends (all compute the same numbers up to float rounding):
                 VAR at 256 px, 61% for M-VAR), which makes it the default on CPU.
     "triton" -- the flash-style kernels of ``minivar.kernels.scale_attention`` (GPU; on CPU only
                 under TRITON_INTERPRET=1, for tests).
+    "flash"  -- flash-attn's varlen kernel with every scale as its own sequence ("intra" only, CUDA,
+                fp16/bf16, when flash-attn is installed; what the official M-VAR code uses).
+                UNTESTED on our CPU machines.
     "auto"   -- "triton" on CUDA when Triton imports, else "blocks".
 
 Shapes: q_BHLc, k_BHLc, v_BHLc with B batch, H heads, L tokens, c head dim.
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 
 from . import scales
 
-BACKENDS = ("auto", "sdpa", "blocks", "triton")
+BACKENDS = ("auto", "sdpa", "blocks", "triton", "flash")
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,7 +59,20 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "triton" and _triton_kernel() is None:
         raise RuntimeError("the triton backend needs `pip install triton` (and a GPU, or "
                            "TRITON_INTERPRET=1 set before import for CPU tests)")
+    if backend == "flash" and device.type != "cuda":
+        raise RuntimeError("the flash backend needs CUDA and `pip install flash-attn`")
     return backend
+
+
+def _flash_intra(q_BHLc, k_BHLc, v_BHLc, patch_nums, scale):
+    from flash_attn import flash_attn_varlen_func  # optional dependency
+    B, H, L, c = q_BHLc.shape
+    pack = lambda t: t.transpose(1, 2).reshape(B * L, H, c)  # noqa: E731  (B*L, H, c)
+    lens = torch.tensor([p * p for p in patch_nums] * B, device=q_BHLc.device, dtype=torch.int32)
+    cu = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
+    m = max(patch_nums) ** 2
+    o = flash_attn_varlen_func(pack(q_BHLc), pack(k_BHLc), pack(v_BHLc), cu, cu, m, m, softmax_scale=scale)
+    return o.reshape(B, L, H, c).transpose(1, 2)
 
 
 def scale_attention(q_BHLc, k_BHLc, v_BHLc, patch_nums: tuple, mode: str, scale: float,
@@ -68,6 +84,10 @@ def scale_attention(q_BHLc, k_BHLc, v_BHLc, patch_nums: tuple, mode: str, scale:
     if backend == "sdpa":
         mask = _mask(tuple(patch_nums), mode, q_BHLc.device)
         return F.scaled_dot_product_attention(q_BHLc, k_BHLc, v_BHLc, attn_mask=mask, scale=scale)
+    if backend == "flash":
+        if mode != "intra":
+            raise ValueError("the flash backend covers intra-scale (M-VAR) attention only; use triton or sdpa")
+        return _flash_intra(q_BHLc, k_BHLc, v_BHLc, tuple(patch_nums), scale)
     if backend == "triton":
         offs = _offsets_tensor(tuple(patch_nums), q_BHLc.device)
         return _triton_kernel()(q_BHLc, k_BHLc, v_BHLc, offs, mode, scale)

@@ -194,7 +194,7 @@ class NextScaleTransformer(nn.Module):
         self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))
         self.lvl_embed = nn.Embedding(K, C)
         self.register_buffer("lvl_L", scales.scale_ids(pns), persistent=False)
-        dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        dpr = [cfg.drop_path * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # linear rule
         self.blocks = nn.ModuleList(Block(cfg, p) for p in dpr)
         self.head_nm = nn.Module()  # AdaLN before the head (official name: head_nm.ada_lin)
         self.head_nm.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 2 * C))

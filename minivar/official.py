@@ -142,3 +142,104 @@ def load_vae(path_or_state_dict, patch_nums=None, norm_groups: int = 32) -> VQVA
     vae = VQVAE(cfg)
     strict_load(vae, vae_state_dict_from_official(sd), "the VAR tokenizer architecture inferred from it")
     return vae.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------- transformers
+# derived buffers the official files carry; we rebuild them from the schedule
+_TRANSFORMER_BUFFERS = re.compile(r"^(lvl_1L|attn_bias_for_masking|blocks\.\d+\.attn\.(zero_k_bias|patch_nums))$")
+
+
+def _schedule_from_lvl(sd: dict):
+    """Token count per level in the ``lvl_1L`` buffer -> side lengths (count = pn^2)."""
+    if "lvl_1L" not in sd:
+        return None
+    counts = torch.bincount(sd["lvl_1L"].flatten().long()).tolist()
+    pns = tuple(int(round(c ** 0.5)) for c in counts)
+    if any(p * p != c for p, c in zip(pns, counts)):
+        raise CheckpointError(f"lvl_1L holds non-square token counts {counts}")
+    return pns
+
+
+def infer_model_config(sd: dict, patch_nums=None, heads=None):
+    """Read a VAR / M-VAR architecture off an official state dict."""
+    from .model import ModelConfig
+    if "encoder.conv_in.weight" in sd:
+        raise CheckpointError("this is a tokenizer checkpoint; load it with minivar.official.load_vae")
+    need = ["word_embed.weight", "class_emb.weight", "pos_1LC", "head.weight", "blocks.0.ada_lin.1.weight"]
+    if any(k not in sd for k in need):
+        if any(k.startswith("blocks.0.ada_gss") for k in sd) or "shared_ada_lin.1.weight" in sd:
+            raise CheckpointError("shared-AdaLN checkpoints (VAR-d36-s) are not supported")
+        raise CheckpointError(_report("a VAR / M-VAR transformer", [k for k in need if k not in sd], [], []))
+    C, Cv = sd["word_embed.weight"].shape
+    depth = len({int(m.group(1)) for k in sd if (m := re.match(r"^blocks\.(\d+)\.", k))})
+    mixer = "mvar" if any(".mamba." in k for k in sd) else "var"
+    l2 = "blocks.0.attn.scale_mul_1H11" in sd
+    if l2:
+        heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1]
+    elif heads is None:
+        heads = max(1, C // 64)  # not stored without attn_l2_norm: the size rule (head dim 64)
+    pns = _schedule_from_lvl(sd) or (tuple(patch_nums) if patch_nums is not None else None)
+    if pns is None:
+        raise CheckpointError("the file has no lvl_1L buffer: pass patch_nums (or vae=) to say its schedule")
+    if patch_nums is not None and tuple(patch_nums) != pns:
+        raise CheckpointError(f"the file was trained with schedule {pns}, not {tuple(patch_nums)}")
+    L = sd["pos_1LC"].shape[1]
+    if sum(p * p for p in pns) != L:
+        raise CheckpointError(f"schedule {pns} has {sum(p * p for p in pns)} tokens but pos_1LC has {L}")
+    kw = dict(mixer=mixer, depth=depth, width=C, heads=heads, num_classes=sd["class_emb.weight"].shape[0] - 1,
+              vocab_size=sd["head.weight"].shape[0], z_channels=Cv, patch_nums=pns, attn_l2_norm=l2,
+              mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / C, drop_path=0.0)
+    if mixer == "mvar":
+        d_inner = sd["blocks.0.mamba.out_proj.weight"].shape[1]
+        nheads = sd["blocks.0.mamba.A_log"].shape[0]
+        conv_dim, _, d_conv = sd["blocks.0.mamba.conv1d.weight"].shape
+        kw.update(d_state=(conv_dim - d_inner) // 2, d_conv=d_conv, expand=d_inner // C,
+                  mamba_headdim=d_inner // nheads)
+    return ModelConfig(**kw)
+
+
+def _load_transformer(path_or_state_dict, vae, patch_nums, want: str, heads=None):
+    from .model import NextScaleTransformer
+    sd = _as_state_dict(path_or_state_dict)
+    pn = patch_nums if patch_nums is not None else (vae.patch_nums if vae is not None and "lvl_1L" not in sd else None)
+    cfg = infer_model_config(sd, pn, heads)
+    if cfg.mixer != want:
+        right = {"var": "load_var", "mvar": "load_mvar"}[cfg.mixer]
+        raise CheckpointError(f"this is a{'n M-VAR' if cfg.mixer == 'mvar' else ' VAR'} checkpoint; "
+                              f"load it with minivar.official.{right}")
+    model = NextScaleTransformer(cfg)
+    ours = {k: v for k, v in sd.items() if not _TRANSFORMER_BUFFERS.match(k)}
+    strict_load(model, ours, f"the {want.upper()} architecture inferred from it")
+    if vae is not None:
+        model.attach_tokenizer(vae)
+    return model.eval()
+
+
+def load_var(path_or_state_dict, vae=None, patch_nums=None, heads=None):
+    """Official VAR checkpoint (``var_d16.pth`` ... ``var_d30.pth``) -> ``NextScaleTransformer`` (eval).
+
+    Depth, width, heads, ``attn_l2_norm``, classes and the schedule (from the ``lvl_1L`` buffer)
+    are inferred; keys are checked strictly. ``vae`` (from ``load_vae``) is attached for generate().
+    Files without ``attn_l2_norm`` do not store the head count: the size rule (head dim 64) is
+    assumed unless ``heads`` is given.
+    """
+    return _load_transformer(path_or_state_dict, vae, patch_nums, "var", heads)
+
+
+def load_mvar(path_or_state_dict, vae=None, patch_nums=None, heads=None):
+    """Official M-VAR checkpoint (``d16.pth`` ... ``d32.pth``) -> ``NextScaleTransformer`` (eval)."""
+    return _load_transformer(path_or_state_dict, vae, patch_nums, "mvar", heads)
+
+
+def model_state_dict_to_official(model) -> dict:
+    """Our transformer's weights under official names, with the derived buffers the official code keeps."""
+    from . import scales
+    sd = dict(model.state_dict())
+    pns, C = model.config.patch_nums, model.config.width
+    ids = scales.scale_ids(pns)
+    sd["lvl_1L"] = ids[None].clone()
+    sd["attn_bias_for_masking"] = scales.mask_to_bias(
+        scales.block_causal_mask(pns) if model.config.mixer == "var" else scales.block_diagonal_mask(pns))[None, None]
+    for i in range(model.config.depth):
+        sd[f"blocks.{i}.attn.zero_k_bias"] = torch.zeros(C)
+    return sd
