@@ -12,7 +12,10 @@ TORCH   := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo t
 # On CPU they install without compiling any CUDA code.
 MAMBA_REF := mamba-ssm==2.3.2.post1
 
-.PHONY: install demo test test-fast lab student bench clean
+.PHONY: install demo test test-fast lab student notebooks bench clean data-fashion data-emoji
+
+# The numbered notebooks: jupytext py:percent sources (NN_*.py) paired with executed NN_*.ipynb.
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 install: $(STAMP)
 
@@ -30,17 +33,44 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(PYTHON) -m minivar demo --out runs/demo
 
+# Unit tests (including the notebook/student-copy sync checks), then every notebook re-run by
+# nbval in strict mode: each cell's fresh output must equal the committed one.
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -ra
+	$(if $(NOTEBOOKS),$(PYTHON) -m pytest -q -ra -p no:cacheprovider --nbval --nbval-current-env $(NOTEBOOKS))
 
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -ra -m "not slow"
+
+# Student copies (solutions blanked) in notebooks/student/; tests fail when they are stale.
+student: $(STAMP)
+	$(PYTHON) tools/make_student.py
+
+# Re-execute every notebook from its .py source and store the outputs in the paired .ipynb
+# (run after editing a notebook, then `make student`, then commit all three).
+notebooks: $(STAMP)
+	cd notebooks && for f in [0-9][0-9]_*.py; do ../$(BIN)/jupytext --to ipynb --execute "$$f" || exit 1; done
+	$(PYTHON) tools/make_student.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/tokenizer.py
+
+# Datasets from Debian packages (see data/README.md); nothing is downloaded at run time.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET = $(SUDO) apt-get install -y $(1) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(1); }
+
+data-fashion: $(STAMP)
+	@test -d /usr/share/datasets/fashion-mnist || $(call APT_GET,dataset-fashion-mnist) \
+	  || { echo "could not install dataset-fashion-mnist; put the four IDX files in a folder and pass --data_path DIR"; exit 1; }
+	$(PYTHON) -c "from minivar import data; (a, _), (b, _) = data.splits('fashion', 32); print('Fashion-MNIST ready:', len(a), 'train /', len(b), 'test')"
+
+data-emoji: $(STAMP)
+	@ls -d /usr/share/rubygems-integration/all/gems/gemojione-* >/dev/null 2>&1 || $(call APT_GET,ruby-gemojione) \
+	  || { echo "could not install ruby-gemojione; pass --data_path DIR holding index.json and png/"; exit 1; }
+	$(PYTHON) -c "from minivar import data; x, y = data.load('emoji', 32); print('emoji ready:', len(x), 'images,', int(y.max()) + 1, 'categories')"
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs

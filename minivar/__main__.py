@@ -1,14 +1,24 @@
-"""Command line: ``python -m minivar <command>``.
+"""Command line: ``python -m minivar <command>`` (each also callable from Python: ``main([...])``).
 
-    python -m minivar demo                      # train a tiny tokenizer on digits, write pictures
+    python -m minivar demo                        # tokenizer + M-VAR on digits, samples, metrics (~5 min)
     python -m minivar train-tokenizer --data digits --preset tiny16 --out runs/tok
+    python -m minivar train --out runs/mvar --tokenizer runs/tok/tokenizer.pt --mixer mvar --steps 800
+    python -m minivar train --out runs/mvar --resume          # continue a stopped / killed run exactly
+    python -m minivar sample --run runs/mvar --per-class 8 --cfg 1.5
+    python -m minivar eval --run runs/mvar --per-class 20 --seeds 0,1,2
+
+`train` takes every field of ``minivar.train.TrainConfig`` as ``--field value`` and a JSON file
+with ``--config file.json`` (command line wins). A run folder holds config.json, metrics.jsonl,
+ckpt/step_*.pt, model.pt, tokens.pt (the cached token indices) and PNG sample grids.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -19,18 +29,86 @@ from .tokenizer import TOKENIZER_PRESETS, VQVAE
 from .train_tokenizer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
 
 
-def prepare_run_dir(out: str, kind: str, overwrite: bool) -> None:
-    """Create ``out``; refuse to reuse a folder holding another run unless ``overwrite``."""
+class ConfigError(ValueError):
+    """A config file or override that names an unknown key or holds a value of the wrong type."""
+
+
+# ---------------------------------------------------------------------- configs: file + overrides
+def _convert(cls, name: str, value):
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    kind = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if isinstance(value, str) and kind == "tuple":
+            return tuple(float(v) for v in value.split(","))
+        if kind == "tuple":
+            return tuple(value)
+        return {"int": int, "float": float, "str": str}[kind](value)
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"config key {name!r} expects {kind}, got {value!r}") from None
+
+
+def build_config(cls, file: str | None = None, overrides: dict | None = None, base=None):
+    """cls() (or ``base``) updated from a JSON file, then from overrides; unknown keys are errors."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    if file:
+        if not os.path.exists(file):
+            raise ConfigError(f"config file {file} does not exist")
+        try:
+            with open(file) as f:
+                values.update(json.load(f))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {file} is not valid JSON: {e}") from None
+    values.update(overrides or {})
+    for k in values:
+        if k not in names:
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {k!r}{hint}")
+    base = base or cls()
+    return dataclasses.replace(base, **{k: _convert(cls, k, v) for k, v in values.items()})
+
+
+def split_overrides(cls, extra: list[str]) -> dict:
+    """['--steps', '10', '--mixer=var'] -> {'steps': '10', 'mixer': 'var'} (hyphens -> underscores)."""
+    out, i = {}, 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument {tok!r}; options look like --steps 100")
+        key, _, val = tok[2:].partition("=")
+        if not val:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"option {tok} needs a value")
+            val, i = extra[i + 1], i + 1
+        out[key.replace("-", "_")] = val
+        i += 1
+    return out
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "model.pt", "tokens.pt", "ckpt", "samples", "eval.json")
+
+
+def prepare_run_dir(out: str, kind: str, overwrite: bool, resume: bool = False) -> None:
+    """Create ``out``; refuse a folder that already holds a run unless --resume / --overwrite."""
     cfg_path = os.path.join(out, "config.json")
-    if os.path.exists(cfg_path) and not overwrite:
+    if os.path.exists(cfg_path) and not (overwrite or resume):
         with open(cfg_path) as f:
             prev = json.load(f).get("kind")
         if prev != kind or kind != "demo":
-            sys.exit(f"error: {out} already holds a run ({prev}); pass --overwrite to replace it "
-                     "or choose another --out")
+            sys.exit(f"error: {out} already holds a run ({prev}); pass --resume to continue it, "
+                     "--overwrite to replace it, or choose another --out")
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            p = os.path.join(out, name)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.remove(p)
     os.makedirs(out, exist_ok=True)
 
 
+# ---------------------------------------------------------------------- tokenizer (unchanged verb)
 def report_tokenizer(vae: VQVAE, val_x: torch.Tensor, out: str, seconds: float) -> dict:
     ev = evaluate_tokenizer(vae, val_x)
     pns = vae.patch_nums
@@ -53,14 +131,14 @@ def report_tokenizer(vae: VQVAE, val_x: torch.Tensor, out: str, seconds: float) 
 
 def run_tokenizer_training(args, kind: str) -> None:
     torch.manual_seed(args.seed)
-    prepare_run_dir(args.out, kind, getattr(args, "overwrite", False))
     cfg = TOKENIZER_PRESETS[args.preset]
-    x, y = data.load(args.data, size=cfg.image_size)
-    (tx, _), (vx, _) = data.split(x, y, 0.1, seed=args.seed)
+    data_path = getattr(args, "data_path", None)
+    (tx, _), (vx, _) = data.splits(args.data, cfg.image_size, 0.1, args.seed, data_path)  # errors before writing
+    prepare_run_dir(args.out, kind, getattr(args, "overwrite", False))
     tcfg = TokenizerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                 time_limit_s=args.minutes * 60 if args.minutes else None)
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump({"kind": kind, "data": args.data, "preset": args.preset,
+        json.dump({"kind": kind, "data": args.data, "data_path": data_path, "preset": args.preset,
                    "tokenizer": dataclasses.asdict(cfg), "train": dataclasses.asdict(tcfg)}, f, indent=1)
     vae = VQVAE(cfg)
     n_params = sum(p.numel() for p in vae.parameters())
@@ -80,6 +158,72 @@ def run_tokenizer_training(args, kind: str) -> None:
     report_tokenizer(vae, vx, args.out, secs)
 
 
+# ---------------------------------------------------------------------- the demo
+def run_demo(args) -> None:
+    """Tokenizer + M-VAR on digits at 16 px, a sample grid and the metrics, in a few minutes."""
+    from . import runs
+    from .train import TrainConfig
+    t0 = time.time()
+    out = args.out
+    prepare_run_dir(out, "demo", overwrite=True)
+    print(f"minivar demo (budget {args.minutes} min of training):\n 1. a multi-scale residual VQ tokenizer "
+          "on scikit-learn digits at 16 px (scales 1,2,3,4; V=256)")
+    tok = argparse.Namespace(out=os.path.join(out, "tokenizer"), data="digits", preset="tiny16", steps=1500,
+                             batch_size=32, lr=3e-4, minutes=0.35 * args.minutes, seed=args.seed, quiet=args.quiet,
+                             overwrite=True)
+    run_tokenizer_training(tok, "train-tokenizer")
+    print("\n 2. an M-VAR transformer (depth 4, width 128: intra-scale attention + Mamba2) on the "
+          "token indices, encoded once")
+    cfg = TrainConfig(data="digits", tokenizer=os.path.join(tok.out, "tokenizer.pt"), mixer="mvar", depth=4,
+                      width=128, heads=4, steps=1200, batch_size=32, micro_batch=16, base_lr=8e-3,
+                      warmup_frac=0.05, drop_path=0.0, ema=0.0, log_every=20, ckpt_every=400,
+                      minutes=0.55 * args.minutes, seed=args.seed)
+    cfg.steps = runs.calibrate_steps(cfg, cfg.minutes * 60, num_classes=10)  # the lr schedule fits the budget
+    run = os.path.join(out, "mvar")
+    prepare_run_dir(run, "train", overwrite=True)
+    runs.write_json(os.path.join(run, "config.json"), {"kind": "train", "train": dataclasses.asdict(cfg)})
+    last = runs.train_in_folder(cfg, run, progress=not args.quiet)
+    print(f"trained {last['step']} steps in {last['seconds']:.0f} s: loss {last.get('loss', float('nan')):.3f}, "
+          f"token accuracy {last.get('acc', float('nan')) * 100:.1f}% (per scale "
+          f"{[round(a, 2) for a in last.get('scale_acc', [])]})")
+    print("\n 3. class-conditional samples and metrics")
+    png = runs.sample_grid(argparse.Namespace(run=run, checkpoint=None, per_class=8, cfg=1.5, top_k=0,
+                                              top_p=0.0, seed=0, png=os.path.join(out, "samples.png")))
+    runs.evaluate(argparse.Namespace(run=run, checkpoint=None, per_class=18, cfg=1.5, top_k=0, top_p=0.0,
+                                     seeds="0", classifier=os.path.join(out, "classifier_digits16.pt")))
+    print(f"\ndemo done in {time.time() - t0:.0f} s; see {png} and {os.path.join(run, 'eval.json')}")
+
+
+# ---------------------------------------------------------------------- train / sample / eval
+def run_train(args, extra: list[str]):
+    from .train import TrainConfig
+    from . import runs
+    overrides = split_overrides(TrainConfig, extra)
+    stored = os.path.join(args.out, "config.json")
+    if args.resume and os.path.exists(stored):
+        with open(stored) as f:
+            prev = json.load(f)
+        if prev.get("kind") != "train":
+            sys.exit(f"error: {args.out} holds a {prev.get('kind')} run, not a transformer run")
+        old = build_config(TrainConfig, None, prev["train"])
+        cfg = build_config(TrainConfig, args.config, overrides, base=old)
+        changed = [k for k, v in dataclasses.asdict(cfg).items()
+                   if v != getattr(old, k) and k not in runs.RESUME_MAY_CHANGE]
+        if changed:
+            sys.exit(f"error: --resume cannot change {changed} (an exact resume needs the same recipe); "
+                     f"only {sorted(runs.RESUME_MAY_CHANGE)} may change")
+    else:
+        cfg = build_config(TrainConfig, args.config, overrides)
+    rank, world = runs.init_distributed()  # under torchrun: gloo on CPU, NCCL on GPU
+    runs.check_train_inputs(cfg)  # every bad input is reported before anything is written
+    if rank == 0:
+        prepare_run_dir(args.out, "train", args.overwrite, args.resume)
+        runs.write_json(stored, {"kind": "train", "train": dataclasses.asdict(cfg)})
+    if world > 1:
+        torch.distributed.barrier()
+    return runs.train_in_folder(cfg, args.out, resume=args.resume, progress=not args.quiet)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m minivar", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,6 +231,7 @@ def main(argv=None) -> None:
 
     def tok_args(sp, steps, minutes):
         sp.add_argument("--data", default="digits", choices=sorted(data.DATASETS))
+        sp.add_argument("--data-path", help="folder of the fashion / emoji / imagefolder files")
         sp.add_argument("--preset", default="tiny16", choices=sorted(TOKENIZER_PRESETS))
         sp.add_argument("--steps", type=int, default=steps)
         sp.add_argument("--batch-size", type=int, default=32)
@@ -95,20 +240,59 @@ def main(argv=None) -> None:
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    d = sub.add_parser("demo", help="the main job on the embedded digits dataset (a few minutes on 2 cores)")
+    d = sub.add_parser("demo", help="tokenizer + M-VAR on digits, a sample grid and metrics (~5 min on 2 cores)")
     d.add_argument("--out", default="runs/demo")
-    tok_args(d, steps=1500, minutes=3)
+    d.add_argument("--minutes", type=float, default=4.0, help="training budget, tokenizer + transformer")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
     t = sub.add_parser("train-tokenizer", help="train a multi-scale VQ tokenizer")
     t.add_argument("--out", required=True)
     t.add_argument("--overwrite", action="store_true")
     tok_args(t, steps=3000, minutes=0)
-    args = p.parse_args(argv)
-    if args.command == "demo":
-        print("minivar demo: training a multi-scale residual VQ tokenizer on scikit-learn digits "
-              "(upscaled to 16 px). The transformer stage joins this demo in a later release.")
-        run_tokenizer_training(args, "demo")
-    elif args.command == "train-tokenizer":
-        run_tokenizer_training(args, "train-tokenizer")
+    from .train import TrainConfig
+    fields = "  ".join(f"--{f.name} {getattr(TrainConfig(), f.name)!r}" for f in dataclasses.fields(TrainConfig))
+    tr = sub.add_parser("train", help="train a VAR / M-VAR transformer (any TrainConfig field as --field value)",
+                        epilog=f"TrainConfig fields (defaults): {fields}")
+    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--config", help="JSON file of TrainConfig fields")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    tr.add_argument("--quiet", action="store_true")
+    for name, helptext in (("sample", "write a class-conditional sample grid"),
+                           ("eval", "FD-cls, KID, precision/recall, conditional accuracy, memorisation")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--run", required=True, help="run folder of `train`")
+        s.add_argument("--per-class", type=int, default=8 if name == "sample" else 20)
+        s.add_argument("--cfg", type=float, default=1.5)
+        s.add_argument("--top-k", type=int, default=0)
+        s.add_argument("--top-p", type=float, default=0.0)
+        s.add_argument("--checkpoint", help="model file (default: RUN/model.pt)")
+        if name == "sample":
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--png", help="output PNG (default: RUN/samples/sample_cfg<cfg>_seed<seed>.png)")
+            s.add_argument("--png-dir", help="write one PNG per sample here instead of a grid (ImageNet: "
+                           "--per-class 50 --cfg 1.5 --top-k 900 --top-p 0.96)")
+            s.add_argument("--npz", help="with --png-dir: also pack the PNGs into this arr_0 npz")
+        else:
+            s.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
+            s.add_argument("--classifier", help="frozen feature classifier (default: trained once, cached)")
+    args, extra = p.parse_known_args(argv)
+    if extra and args.command != "train":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    from . import runs
+    try:
+        if args.command == "demo":
+            run_demo(args)
+        elif args.command == "train-tokenizer":
+            run_tokenizer_training(args, "train-tokenizer")
+        elif args.command == "train":
+            run_train(args, extra)
+        elif args.command == "sample":
+            runs.sample_grid(args)
+        elif args.command == "eval":
+            runs.evaluate(args)
+    except (ConfigError, data.DatasetMissingError, data.DatasetFormatError, runs.RunError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,22 @@
 
 - ``synthetic``: our own deterministic shapes-and-colours generator (class = shape), for tests.
 - ``digits``: scikit-learn's 1,797 8x8 handwritten digits (ships inside the package), upscaled.
+- ``fashion``: Fashion-MNIST, 60k + 10k 28x28 grey, official split (Debian ``dataset-fashion-mnist``
+  or the four IDX files in a folder you point to).
+- ``emoji``: 1,794 EmojiOne 64x64 colour PNGs with 10 categories (Debian ``ruby-gemojione``).
+- ``imagefolder``: ``root/<class>/*.png|jpg`` (ImageNet layout), VAR's preprocessing.
+
+Nothing is downloaded: a missing dataset raises DatasetMissingError with the command that gets it.
 """
 from __future__ import annotations
 
+import glob
+import gzip
+import json
 import math
+import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +27,10 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
 
 class DatasetMissingError(RuntimeError):
     """A dataset whose files or package are not installed; the message says how to get it."""
+
+
+class DatasetFormatError(ValueError):
+    """Dataset files that exist but are not what they should be (truncated, wrong magic, mixed sizes)."""
 
 
 def _shape_mask(kind: str, size: int, cx, cy, r, angle) -> torch.Tensor:
@@ -74,13 +89,179 @@ def digits(size: int = 16):
     return x, torch.tensor(d.target, dtype=torch.long)
 
 
-DATASETS = {"synthetic": synthetic, "digits": digits}
+def _to_size(x_N1HW: torch.Tensor, size: int, pad_value: float = 0.0) -> torch.Tensor:
+    """Grey images in [0, 1] at any side -> size x size (28 -> 32 pads by 2 px, else antialiased resize)."""
+    side = x_N1HW.shape[-1]
+    if size == side:
+        return x_N1HW
+    if size > side and (size - side) % 2 == 0 and size - side <= 8:
+        p = (size - side) // 2
+        return F.pad(x_N1HW, (p, p, p, p), value=pad_value)
+    return F.interpolate(x_N1HW, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def load(name: str, size: int, **kw):
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_HOWTO = ("install the Debian package: `sudo apt-get install dataset-fashion-mnist` (or `make data-fashion`), "
+                 "or pass --data_path DIR with the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+
+
+def read_idx(path: str, ndim: int) -> torch.Tensor:
+    """An IDX file (MNIST format, optionally .gz) -> uint8 tensor; checks magic number and size."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DatasetFormatError(f"cannot read {path}: {e}") from None
+    head = 4 + 4 * ndim
+    if len(raw) < head or int.from_bytes(raw[:4], "big") != 0x0800 + ndim:
+        raise DatasetFormatError(f"{path} is not an IDX file of {ndim} dims (bad magic number)")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) - head != math.prod(dims):
+        raise DatasetFormatError(f"{path} holds {len(raw) - head} bytes of data, its header says "
+                                 f"{dims} = {math.prod(dims)}: the file is truncated or corrupt")
+    return torch.frombuffer(bytearray(raw[head:]), dtype=torch.uint8).view(*dims)
+
+
+def _find(folder: str, name: str) -> str | None:
+    for cand in (name + ".gz", name):
+        if os.path.exists(os.path.join(folder, cand)):
+            return os.path.join(folder, cand)
+    return None
+
+
+def fashion_splits(size: int = 32, path: str | None = None):
+    """Fashion-MNIST, official split -> ((train_x, train_y), (test_x, test_y)), grey as RGB in [-1, 1]."""
+    folder = path or FASHION_DIR
+    out = []
+    for split_ in ("train", "test"):
+        files = [_find(folder, n) for n in FASHION_FILES[split_]]
+        if None in files:
+            raise DatasetMissingError(f"Fashion-MNIST not found in {folder}: {FASHION_HOWTO}")
+        x, y = read_idx(files[0], 3), read_idx(files[1], 1)
+        if len(x) != len(y):
+            raise DatasetFormatError(f"{files[0]} holds {len(x)} images but {files[1]} {len(y)} labels")
+        x = _to_size(x[:, None].float() / 255, size)
+        out.append(((x * 2 - 1).expand(-1, 3, -1, -1), y.long()))
+    return tuple(out)
+
+
+def fashion(size: int = 32, path: str | None = None):
+    """Fashion-MNIST, train then test (70,000 images); ``splits`` keeps the official split."""
+    (tx, ty), (vx, vy) = fashion_splits(size, path)
+    return torch.cat([tx, vx]), torch.cat([ty, vy])
+
+
+GEMOJIONE_GLOB = "/usr/share/rubygems-integration/all/gems/gemojione-*"
+EMOJI_HOWTO = ("install the Debian package: `sudo apt-get install ruby-gemojione` (or `make data-emoji`), "
+               "or pass --data_path DIR holding index.json and png/*.png from the gemojione gem")
+EMOJI_CATEGORIES = ("people", "symbols", "flags", "objects", "nature", "activity", "travel", "food")
+
+
+def emoji(size: int = 32, path: str | None = None):
+    """EmojiOne 2.x art (ruby-gemojione): RGBA PNGs composited on white, label = category (8 classes)."""
+    from PIL import Image
+    if path is None:
+        gems = sorted(glob.glob(GEMOJIONE_GLOB))
+        path = gems[-1] if gems else None
+    idx_json = next((p for p in (os.path.join(path or "", "config", "index.json"),
+                                 os.path.join(path or "", "index.json")) if path and os.path.exists(p)), None)
+    if idx_json is None:
+        raise DatasetMissingError(f"emoji set not found{' in ' + path if path else ''}: {EMOJI_HOWTO}")
+    png_dir = next((d for d in (os.path.join(path, "assets", "png"), os.path.join(path, "png"))
+                    if os.path.isdir(d)), None)
+    if png_dir is None:
+        raise DatasetMissingError(f"no png/ folder next to {idx_json}: {EMOJI_HOWTO}")
+    try:
+        with open(idx_json) as f:
+            index = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetFormatError(f"{idx_json} is not valid JSON: {e}") from None
+    imgs, labels = [], []
+    for entry in index.values():
+        cat, code = entry.get("category"), entry.get("unicode")
+        file = os.path.join(png_dir, f"{code}.png")
+        if cat not in EMOJI_CATEGORIES or not os.path.exists(file):
+            continue
+        im = Image.open(file).convert("RGBA").resize((size, size), Image.LANCZOS)
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        imgs.append(torch.from_numpy(np.asarray(Image.alpha_composite(bg, im).convert("RGB")).copy()))
+        labels.append(EMOJI_CATEGORIES.index(cat))
+    if not imgs:
+        raise DatasetFormatError(f"{idx_json} lists no emoji with a PNG in {png_dir}")
+    x = torch.stack(imgs).view(-1, size, size, 3).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x.contiguous(), torch.tensor(labels)
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def image_folder(size: int = 256, path: str | None = None, preprocess: str = "var", limit: int = 0):
+    """``path/<class>/*`` -> images, labels (class = index of the sorted folder name, as ImageFolder).
+
+    preprocess "var": shorter side -> round(1.125 * size) (Lanczos), centre crop (VAR's val transform;
+    a random crop would defeat the token cache). "none": images must already be size x size.
+    Loads into memory: meant for small folders (limit > 0 keeps the first ``limit`` per class).
+    """
+    from PIL import Image, UnidentifiedImageError
+    if not path or not os.path.isdir(path):
+        raise DatasetMissingError(f"image folder {path!r} does not exist; pass --data_path DIR laid out as "
+                                  "DIR/<class>/<image>.png|jpg (ImageNet: train/n01440764/*.JPEG)")
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    files = []
+    for c, d in enumerate(classes):
+        ims = [f for f in sorted(glob.glob(os.path.join(path, d, "*"))) if f.lower().endswith(IMAGE_EXTS)]
+        files += [(f, c) for f in ims[:limit or None]]
+    if not files:
+        raise DatasetFormatError(f"no images ({', '.join(IMAGE_EXTS)}) in {path}/<class>/ "
+                                 f"({len(classes)} class folders found)")
+    mid = round(1.125 * size)
+    out, first = [], None
+    for f, _ in files:
+        try:
+            im = Image.open(f).convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise DatasetFormatError(f"cannot read image {f}: {e}") from None
+        if preprocess == "none":
+            first = first or (f, im.size)
+            if im.size != first[1] or im.size != (size, size):
+                raise DatasetFormatError(f"mixed image sizes: {first[0]} is {first[1]}, {f} is {im.size}, "
+                                         f"expected {size}x{size}; use preprocess='var' to resize and crop")
+        else:
+            w, h = im.size
+            s = mid / min(w, h)
+            im = im.resize((max(mid, round(w * s)), max(mid, round(h * s))), Image.LANCZOS)
+            w, h = im.size
+            left, top = int(round((w - size) / 2)), int(round((h - size) / 2))
+            im = im.crop((left, top, left + size, top + size))
+        out.append(torch.from_numpy(np.asarray(im).copy()))
+    x = torch.stack(out).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x.contiguous(), torch.tensor([c for _, c in files])
+
+
+DATASETS = {"synthetic": synthetic, "digits": digits, "fashion": fashion, "emoji": emoji,
+            "imagefolder": image_folder}
+TAKES_PATH = {"fashion", "emoji", "imagefolder"}
+
+
+def load(name: str, size: int, path: str | None = None, **kw):
+    """images (N, 3, size, size) in [-1, 1], labels (N,) of a dataset in ``DATASETS``."""
     if name not in DATASETS:
         raise DatasetMissingError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
+    if path and name not in TAKES_PATH:
+        raise ValueError(f"dataset {name!r} takes no path (got {path!r})")
+    if name in TAKES_PATH:
+        kw["path"] = path or None
     return DATASETS[name](size=size, **kw)
+
+
+def splits(name: str, size: int, val_fraction: float = 0.1, seed: int = 0, path: str | None = None):
+    """(train, held-out) pairs: the official split where one exists (Fashion-MNIST), else ``split``."""
+    if name == "fashion":
+        return fashion_splits(size, path or None)
+    return split(*load(name, size, path), val_fraction, seed)
 
 
 def split(images, labels, val_fraction: float = 0.1, seed: int = 0):

@@ -1,0 +1,263 @@
+"""Run folders: what the CLI verbs `train`, `sample`, `eval` and `demo` do around ``train.py``.
+
+A run folder holds config.json, metrics.jsonl, ckpt/step_*.pt (keep-last-N), model.pt, tokens.pt
+(the dataset encoded once by the frozen tokenizer), samples/*.png and eval.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import data, metrics, viz
+from .model import ModelConfig
+from .tokenizer import VQVAE, CheckpointError
+from .train import TrainConfig, TrainingDiverged, load_model, train
+
+# fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
+RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every"}
+
+
+class RunError(RuntimeError):
+    """A bad input to a run (missing file, impossible setting); nothing has been written."""
+
+
+def write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun group (gloo on CPU, NCCL on GPU) when WORLD_SIZE > 1; -> (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def check_train_inputs(cfg: TrainConfig) -> None:
+    """Every cheap check of a TrainConfig, before the run folder is touched."""
+    if not cfg.tokenizer:
+        raise RunError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt (train one with "
+                       "`python -m minivar train-tokenizer --out runs/tok`)")
+    try:
+        vae = VQVAE.load(cfg.tokenizer)
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
+    try:
+        mcfg = ModelConfig(mixer=cfg.mixer, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
+                           vocab_size=vae.config.vocab_size, z_channels=vae.config.z_channels,
+                           patch_nums=vae.patch_nums, d_state=cfg.d_state, mamba_headdim=cfg.mamba_headdim)
+    except ValueError as e:
+        raise RunError(f"bad model settings: {e}") from None
+    if mcfg.mixer == "mvar" and (mcfg.width * 2) % cfg.mamba_headdim:
+        raise RunError(f"mamba_headdim {cfg.mamba_headdim} must divide 2 x width = {2 * mcfg.width}")
+    if cfg.amp not in ("auto", "none", "bf16", "fp16"):
+        raise RunError(f"amp must be auto, none, bf16 or fp16, got {cfg.amp!r}")
+    if cfg.micro_batch < 1 or cfg.batch_size < 1 or cfg.steps < 1:
+        raise RunError("steps, batch_size and micro_batch must be >= 1")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise RunError(f"batch_size {cfg.batch_size} is not a multiple of the {world} ranks")
+    try:
+        _, y = data.load(cfg.data, vae.config.image_size, cfg.data_path or None)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    n_cls = int(y.max()) + 1
+    if cfg.num_classes < 0 or (cfg.num_classes and cfg.num_classes < n_cls):
+        raise RunError(f"num_classes={cfg.num_classes} is out of range: the data '{cfg.data}' has labels "
+                       f"0..{n_cls - 1}; use num_classes >= {n_cls}, or 0 to take it from the data")
+
+
+def _sampler_callback(out: str, vae: VQVAE, per_class: int = 4):
+    def on_sample(model, step):
+        path = os.path.join(out, "samples", f"step_{step:07d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_class_grid(model, vae, path, per_class, cfg=1.5, top_k=0, top_p=0.0, seed=0)
+    return on_sample
+
+
+def train_in_folder(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True) -> dict:
+    init_distributed()
+    vae = VQVAE.load(cfg.tokenizer)
+    try:
+        return train(cfg, out, resume=resume, progress=progress, on_sample=_sampler_callback(out, vae))
+    except TrainingDiverged as e:
+        raise RunError(str(e)) from None
+
+
+def calibrate_steps(cfg: TrainConfig, seconds: float, num_classes: int) -> int:
+    """How many optimizer steps of ``cfg`` fit in ``seconds`` here (times 3 steps on random tokens)."""
+    from .model import NextScaleTransformer, next_scale_loss
+    from .train import model_config_for
+    vae = VQVAE.load(cfg.tokenizer)
+    model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
+    opt = torch.optim.AdamW(model.parameters())
+    mc, n = model.config, cfg.micro_batch
+    idx = torch.randint(mc.vocab_size, (n, model.L))
+    x_in = vae.teacher_input(list(idx.split([p * p for p in mc.patch_nums], 1)))
+    y = torch.randint(num_classes, (n,))
+    times = []
+    for _ in range(4):
+        t = time.time()
+        for _ in range(max(1, cfg.batch_size // n)):
+            next_scale_loss(model(y, x_in), idx, mc.patch_nums)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.time() - t)
+    return max(20, int(seconds / min(times[1:]) * 0.85))
+
+
+# ---------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample_classes(model, vae, per_class: int, cfg: float, top_k: int, top_p: float, seed: int,
+                   num_classes: int = 0):
+    """per_class samples of the first num_classes (0: all) classes -> (images (N, 3, H, W) in [-1, 1],
+    labels (N,)), class-major."""
+    labels = torch.arange(num_classes or model.num_classes).repeat_interleave(per_class)
+    x = model.generate(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed, vae=vae)
+    return x * 2 - 1, labels
+
+
+def save_class_grid(model, vae, path, per_class, cfg, top_k, top_p, seed, max_classes: int = 16) -> str:
+    """A PNG with one column per class (the first ``max_classes`` classes)."""
+    n_cls = min(model.num_classes, max_classes)
+    x, _ = sample_classes(model, vae, per_class, cfg, top_k, top_p, seed, n_cls)
+    viz.save_grid(path, list(x.view(n_cls, per_class, *x.shape[1:])), [str(c) for c in range(n_cls)])
+    return path
+
+
+def _load_run(run: str, checkpoint: str | None):
+    cfg_path = os.path.join(run, "config.json")
+    if not os.path.exists(cfg_path):
+        raise RunError(f"{run} is not a run folder (no config.json); train one with `python -m minivar train`")
+    with open(cfg_path) as f:
+        stored = json.load(f)
+    if stored.get("kind") != "train":
+        raise RunError(f"{run} holds a {stored.get('kind')} run, not a transformer run")
+    tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored["train"].items()})
+    path = checkpoint or os.path.join(run, "model.pt")
+    if not os.path.exists(path):
+        from .train import checkpoint_paths
+        ck = checkpoint_paths(run)
+        if not ck:
+            raise RunError(f"{run} has no model.pt and no checkpoint yet")
+        path = ck[-1]
+    try:
+        return tcfg, load_model(path), VQVAE.load(tcfg.tokenizer).eval(), path
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
+
+
+@torch.no_grad()
+def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k: int, top_p: float, seed: int,
+                     batch_size: int = 250, npz: str | None = None) -> int:
+    """per_class PNGs of every class (ImageNet protocol: 50 x 1000), ``{class:04d}_{i:03d}.png``, optionally
+    packed into an ``arr_0`` npz. Batch b uses seed ``seed + b``; the file order is class-major."""
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    labels = torch.arange(model.num_classes).repeat_interleave(per_class)
+    for b, start in enumerate(range(0, len(labels), batch_size)):
+        lab = labels[start:start + batch_size]
+        x = model.generate(lab, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + b, vae=vae)
+        for j, im in enumerate(metrics.to_uint8_nhwc(x)):
+            i = start + j
+            Image.fromarray(im).save(os.path.join(folder, f"{i // per_class:04d}_{i % per_class:03d}.png"))
+    if npz:
+        metrics.pack_npz(folder, npz)
+    return len(labels)
+
+
+def sample_grid(args) -> str:
+    _, model, vae, _ = _load_run(args.run, args.checkpoint)
+    if getattr(args, "png_dir", None):
+        n = sample_to_folder(model, vae, args.png_dir, args.per_class, args.cfg, args.top_k, args.top_p,
+                             args.seed, npz=args.npz)
+        print(f"wrote {n} PNGs to {args.png_dir}" + (f" and packed them into {args.npz}" if args.npz else "")
+              + f" (cfg {args.cfg}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed})")
+        return args.png_dir
+    png = args.png or os.path.join(args.run, "samples", f"sample_cfg{args.cfg:g}_seed{args.seed}.png")
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    save_class_grid(model, vae, png, args.per_class, args.cfg, args.top_k, args.top_p, args.seed)
+    print(f"wrote {png}: one column per class, {args.per_class} samples each "
+          f"(cfg {args.cfg}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed})")
+    return png
+
+
+# ---------------------------------------------------------------------- evaluation
+def get_classifier(name: str, size: int, path: str | None, seed: int = 0, epochs: int = 10, data_path=None):
+    """The frozen feature network of a dataset: loaded from ``path`` or trained once and cached."""
+    path = path or os.path.join("runs", "classifiers", f"{name}-{size}px-seed{seed}.pt")
+    if os.path.exists(path):
+        clf, info = metrics.load_classifier(path)
+        return clf, {**info, "path": path}
+    (tx, ty), (vx, vy) = data.splits(name, size, 0.1, seed, data_path)
+    t0 = time.time()
+    clf = metrics.train_classifier(tx, ty, int(ty.max()) + 1, epochs=epochs, seed=seed)
+    acc = (metrics.classify(clf, vx)[1] == vy).double().mean().item()
+    info = {"arch": "SmallCNN(width 32, 128-d features)", "data": name, "size": size, "seed": seed,
+            "epochs": epochs, "test_acc": acc, "n_test": len(vx), "sha256": metrics.state_sha256(clf)}
+    metrics.save_classifier(clf, path, **info)
+    print(f"trained the feature classifier for {name} ({time.time() - t0:.0f} s): test accuracy "
+          f"{acc * 100:.1f}% on {len(vx)} held-out images -> {path}")
+    return clf, {**info, "path": path}
+
+
+def evaluate(args) -> dict:
+    tcfg, model, vae, model_path = _load_run(args.run, args.checkpoint)
+    size = vae.config.image_size
+    (tx, ty), (vx, vy) = data.splits(tcfg.data, size, tcfg.val_fraction, tcfg.seed, tcfg.data_path or None)
+    clf, clf_info = get_classifier(tcfg.data, size, args.classifier, data_path=tcfg.data_path or None)
+    seeds = [int(s) for s in str(args.seeds).split(",")]
+    sampling = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p, "per_class": args.per_class}
+    runs_ = []
+    for s in seeds:
+        fake, labels = sample_classes(model, vae, args.per_class, args.cfg, args.top_k, args.top_p, s)
+        runs_.append(metrics.evaluate_samples(clf, fake, labels, vx, tx))
+    keys = ("fd_cls", "kid", "precision", "recall", "cond_acc")
+    summary = {k: (float(np.mean([r[k] for r in runs_])), float(np.std([r[k] for r in runs_]))) for k in keys}
+    rec_tok = vae_report(vae, vx, clf)
+    report = {"N": runs_[0]["N"], "seeds": seeds, "sampling": sampling, "model": model_path,
+              "feature_net": clf_info, "summary_mean_std": summary, "per_seed": runs_, "tokenizer": rec_tok,
+              "note": "FD-cls is a Fréchet distance in the features of our frozen classifier, not FID"}
+    write_json(os.path.join(args.run, "eval.json"), report)
+    print_report(report)
+    return report
+
+
+def vae_report(vae, images, clf) -> dict:
+    """Tokenizer: PSNR, per-scale codebook usage / perplexity, rFD-cls (reconstructions vs originals)."""
+    from .train_tokenizer import evaluate_tokenizer
+    ev = evaluate_tokenizer(vae, images)
+    rec = torch.cat([vae.decode(vae.encode(images[i:i + 128])) for i in range(0, len(images), 128)])
+    ev["rfd_cls"] = metrics.fd_features(metrics.classify(clf, rec)[0], metrics.classify(clf, images)[0])
+    ev["N"] = len(images)
+    return ev
+
+
+def print_report(r: dict) -> None:
+    fi, s = r["feature_net"], r["summary_mean_std"]
+    print(f"\nevaluation: N = {r['N']} samples vs N real held-out images, seeds {r['seeds']}, sampling {r['sampling']}")
+    print(f"feature network: {fi['arch']} trained on {fi['data']} {fi['size']} px, test accuracy "
+          f"{fi['test_acc'] * 100:.1f}%, sha256 {fi['sha256'][:12]}")
+    fl = r["per_seed"][0]["floor"]
+    print(f"  FD-cls      {s['fd_cls'][0]:9.3f} ± {s['fd_cls'][1]:.3f}   (real-vs-real floor {fl['fd_cls']:.3f})")
+    print(f"  KID         {s['kid'][0]:9.4f} ± {s['kid'][1]:.4f}   (floor {fl['kid']:.4f})")
+    print(f"  precision   {s['precision'][0]:9.3f}   recall {s['recall'][0]:.3f}   (floor {fl['precision']:.3f} / "
+          f"{fl['recall']:.3f}, k=3)")
+    print(f"  cond. acc.  {s['cond_acc'][0] * 100:8.1f}%")
+    m = r["per_seed"][0]["memorisation_pixels"]
+    print(f"  memorisation: median pixel distance to the nearest training image {m['median_nn_sample_to_train']:.2f} "
+          f"(held-out reals: {m['median_nn_test_to_train']:.2f}, ratio {m['ratio']:.2f})")
+    t = r["tokenizer"]
+    print(f"  tokenizer: PSNR {t['psnr']:.2f} dB, rFD-cls {t['rfd_cls']:.3f}, code usage per scale "
+          f"{[round(u, 2) for u in t['usage']]} (N = {t['N']})")

@@ -1,0 +1,362 @@
+"""Training the next-scale transformer (VAR or M-VAR) on pre-tokenized images.
+
+The recipe of the VAR paper (Tian et al. 2024, Sec. 4 and App.), scaled down for CPUs:
+
+    AdamW(betas=(0.9, 0.95), weight_decay=0.05) -- no decay on biases, gains, 1-D tensors,
+        position / level embeddings and the attention temperatures;
+    lr = base_lr * batch / 256, linear warm-up (2% of steps) then linear decay;
+    gradient clipping at 2.0; labels dropped to the null class (cond_drop, for CFG); drop-path;
+    AMP on CUDA (bf16, or fp16 with a GradScaler); optional weight EMA.
+
+CPU facts that shape this file (SPEC Sec. 10): the tokenizer encoder costs more than a training
+step, so the dataset is encoded *once* and cached as token indices (``tokens.pt`` in the run
+folder); and large batches are slower per image on CPU, so every optimizer step accumulates
+gradients over micro-batches of at most ``micro_batch`` images.
+
+Exact resume: the order of the data is a pure function of (seed, epoch), and the random numbers
+of each micro-batch (label dropout, drop-path) come from a generator seeded with
+(seed, step, micro-batch index). A run resumed from a checkpoint (model, optimizer, scheduler,
+scaler, EMA, RNG states, step) therefore repeats the uninterrupted run bit for bit on CPU, and a
+DDP run on W ranks sees the same micro-batches with the same random numbers as one process.
+(tests/test_train.py kills a run with SIGKILL: MINIVAR_TEST_SIGKILL_AT=<step> makes the process
+send itself SIGKILL right after that step.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from .model import ModelConfig, NextScaleTransformer, next_scale_loss
+from .tokenizer import VQVAE, CheckpointError, atomic_save, safe_load
+
+
+@dataclass
+class TrainConfig:
+    data: str = "digits"  # a name in minivar.data.DATASETS
+    data_path: str = ""  # folder of fashion / emoji / imagefolder files ("" = the Debian package's)
+    tokenizer: str = ""  # path of a tokenizer.pt written by `train-tokenizer`
+    num_classes: int = 0  # 0: from the data (max label + 1)
+    val_fraction: float = 0.1  # held out (seeded split, same as train-tokenizer's)
+    # model
+    mixer: str = "mvar"  # "var" or "mvar"
+    depth: int = 4
+    width: int = 0  # 0: 64 * depth
+    heads: int = 0  # 0: depth
+    d_state: int = 16
+    mamba_headdim: int = 32
+    cond_drop: float = 0.1
+    drop_path: float = -1.0  # <0: 0.1 * depth / 24
+    # optimisation
+    steps: int = 1000
+    batch_size: int = 64  # global batch per optimizer step (all ranks together)
+    micro_batch: int = 16  # gradient accumulation chunks (<= 16 on CPU, SPEC Sec. 10)
+    base_lr: float = 1e-4  # lr = base_lr * batch_size / 256
+    betas: tuple = (0.9, 0.95)
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.02
+    final_lr_frac: float = 0.01  # linear decay to this fraction of the peak
+    grad_clip: float = 2.0
+    ema: float = 0.0  # weight EMA decay, e.g. 0.999 (0: off); sampling then uses the EMA weights
+    amp: str = "auto"  # auto (bf16 / fp16 on CUDA, off on CPU), none, bf16, fp16
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_last: int = 2
+    minutes: float = 0.0  # stop (with a checkpoint) after this long; 0: no limit
+    sample_every: int = 0  # write a sample grid every this many steps (0: only at the end)
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left untouched."""
+
+
+# ---------------------------------------------------------------------- data: encode once, cache
+@torch.no_grad()
+def encode_dataset(vae: VQVAE, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Images (N, 3, S, S) -> token indices (N, L), scales concatenated coarse -> fine."""
+    vae.eval()
+    out = [torch.cat(vae.encode(images[i:i + batch_size]), 1) for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def load_tokens(cfg: TrainConfig, vae: VQVAE, cache_path: str):
+    """(train_idx (N, L), train_y, val_idx, val_y), from ``cache_path`` when it matches."""
+    key = {"data": cfg.data, "data_path": cfg.data_path, "tokenizer": os.path.abspath(cfg.tokenizer),
+           "tokenizer_mtime": os.path.getmtime(cfg.tokenizer), "val_fraction": cfg.val_fraction,
+           "seed": cfg.seed}
+    if os.path.exists(cache_path):
+        blob = safe_load(cache_path)
+        if blob.get("key") == key:
+            return blob["train"], blob["train_y"], blob["val"], blob["val_y"]
+    (tx, ty), (vx, vy) = datasets.splits(cfg.data, vae.config.image_size, cfg.val_fraction, cfg.seed,
+                                         cfg.data_path or None)
+    t0 = time.time()
+    tr, va = encode_dataset(vae, tx), encode_dataset(vae, vx)
+    print(f"encoded {len(tx) + len(vx)} images once with the frozen tokenizer ({time.time() - t0:.1f} s) "
+          f"-> {cache_path}")
+    atomic_save({"key": key, "train": tr, "train_y": ty, "val": va, "val_y": vy}, cache_path)
+    return tr, ty, va, vy
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Dataset rows of global batch ``step``: consecutive slices of per-epoch seeded permutations."""
+    start = step * batch_size
+    rows, pos = [], start
+    while pos < start + batch_size:
+        epoch, off = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = min(n - off, start + batch_size - pos)
+        rows.append(perm[off:off + take])
+        pos += take
+    return torch.cat(rows)
+
+
+# ---------------------------------------------------------------------- optimiser and schedule
+NO_DECAY = ("pos_start", "pos_1LC", "lvl_embed", "scale_mul", "A_log", "dt_bias", "class_emb")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float):
+    """AdamW groups: decay on weight matrices only (VAR: none on 1-D params, biases, embeddings)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or name.endswith(".bias") or any(k in name for k in NO_DECAY)
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(cfg: TrainConfig):
+    warm = max(1, round(cfg.warmup_frac * cfg.steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+        return 1.0 + (cfg.final_lr_frac - 1.0) * t
+    return f
+
+
+def resolve_amp(amp: str, device: torch.device):
+    """-> (autocast dtype or None, use a GradScaler)."""
+    if amp not in ("auto", "none", "bf16", "fp16"):
+        raise ValueError(f"amp must be auto, none, bf16 or fp16, got {amp!r}")
+    if device.type != "cuda" or amp == "none":
+        return None, False
+    if amp == "auto":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return (torch.bfloat16, False) if amp == "bf16" else (torch.float16, True)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def checkpoint_paths(run_dir: str) -> list[str]:
+    """Checkpoints of a run folder, oldest first."""
+    paths = glob.glob(os.path.join(run_dir, "ckpt", "step_*.pt"))
+    return sorted(paths, key=lambda p: int(re.findall(r"step_(\d+)", p)[-1]))
+
+
+def save_checkpoint(run_dir: str, state: dict, keep_last: int) -> str:
+    path = os.path.join(run_dir, "ckpt", f"step_{state['step']:07d}.pt")
+    atomic_save(state, path)
+    for old in checkpoint_paths(run_dir)[:-max(1, keep_last)]:
+        os.remove(old)
+    return path
+
+
+def model_config_for(cfg: TrainConfig, vae: VQVAE, num_classes: int) -> ModelConfig:
+    return ModelConfig(mixer=cfg.mixer, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
+                       num_classes=num_classes, vocab_size=vae.config.vocab_size,
+                       z_channels=vae.config.z_channels, patch_nums=vae.patch_nums, d_state=cfg.d_state,
+                       mamba_headdim=cfg.mamba_headdim, cond_drop=cfg.cond_drop, drop_path=cfg.drop_path)
+
+
+def load_model(path: str, map_location="cpu") -> NextScaleTransformer:
+    """A model from ``model.pt`` or from a training checkpoint (EMA weights when present)."""
+    blob = safe_load(path, map_location)
+    if not isinstance(blob, dict) or blob.get("kind") not in ("minivar-model", "minivar-train"):
+        raise CheckpointError(f"{path} is not a minivar model or training checkpoint")
+    model = NextScaleTransformer(ModelConfig(**blob["model_config"]))
+    model.load_state_dict(blob.get("ema") or blob["model"])
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- the loop
+def _accumulate(total: dict | None, part: dict, w: float) -> dict:
+    """total + w * part, for floats and per-scale lists."""
+    if total is None:
+        return {k: [w * x for x in v] if isinstance(v, list) else w * v for k, v in part.items()}
+    return {k: [s + w * x for s, x in zip(total[k], v)] if isinstance(v, list) else total[k] + w * v
+            for k, v in part.items()}
+
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True,
+          on_sample=None) -> dict:
+    """Train in ``run_dir`` (config.json written by the caller); returns the last log record.
+
+    Runs on every rank of a torch.distributed group when one is initialised (only rank 0 writes).
+    ``on_sample(model, step)`` is called on rank 0 every ``sample_every`` steps and at the end.
+    """
+    rank, world = _dist_info()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if cfg.batch_size % world or (cfg.batch_size // world) < 1:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
+    if cfg.micro_batch < 1:
+        raise ValueError("micro_batch must be >= 1")
+    if not cfg.tokenizer:
+        raise ValueError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt "
+                         "(train one with `python -m minivar train-tokenizer`)")
+    vae = VQVAE.load(cfg.tokenizer).to(device).requires_grad_(False).eval()
+    cache = os.path.join(run_dir, "tokens.pt")
+    if rank == 0:
+        tokens = load_tokens(cfg, vae, cache)
+    if world > 1:
+        dist.barrier()
+        if rank:
+            tokens = load_tokens(cfg, vae, cache)
+    tr_idx, tr_y, _, _ = tokens
+    n_cls = int(tr_y.max()) + 1
+    if cfg.num_classes and cfg.num_classes < n_cls:
+        raise ValueError(f"num_classes={cfg.num_classes} but the data '{cfg.data}' has labels up to "
+                         f"{n_cls - 1}; use num_classes >= {n_cls} (or 0 to take it from the data)")
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model = NextScaleTransformer(model_config_for(cfg, vae, cfg.num_classes or n_cls)).to(device)
+    mcfg = model.config
+    ema = NextScaleTransformer(mcfg).to(device).requires_grad_(False) if cfg.ema > 0 else None
+    if ema is not None:
+        ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    step = 0
+    if resume and checkpoint_paths(run_dir):
+        path = checkpoint_paths(run_dir)[-1]
+        st = safe_load(path, device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
+        if ema is not None and st.get("ema") is not None:
+            ema.load_state_dict(st["ema"])
+        torch.set_rng_state(st["rng"]["torch"])
+        if torch.cuda.is_available() and st["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(st["rng"]["cuda"].cpu())
+        step = st["step"]
+        if rank == 0:
+            print(f"resumed from {path} (step {step})")
+    log_path = os.path.join(run_dir, "metrics.jsonl")
+    if rank == 0:  # drop records written after the checkpoint we restart from
+        old = open(log_path).read().splitlines() if os.path.exists(log_path) else []
+        keep = [r for r in old if r.strip() and json.loads(r).get("step", 0) <= step]
+        with open(log_path, "w") as f:
+            f.write("".join(r + "\n" for r in keep))
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    n_local = cfg.batch_size // world
+    micro = [(i, min(i + cfg.micro_batch, n_local)) for i in range(0, n_local, cfg.micro_batch)]
+    if rank == 0:
+        n_par = sum(p.numel() for p in model.parameters())
+        print(f"{cfg.mixer} depth {mcfg.depth} width {mcfg.width}: {n_par / 1e6:.2f}M parameters; "
+              f"{len(tr_idx)} training images of {cfg.data}, {mcfg.num_classes} classes, L={model.L}; "
+              f"batch {cfg.batch_size} = {world} rank(s) x {len(micro)} micro-batch(es), lr {cfg.lr:.2e}")
+    model.train()
+    t0, seen, rec = time.time(), 0, {}
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank > 0, desc=cfg.mixer,
+               dynamic_ncols=True)
+    while step < cfg.steps:
+        rows = batch_indices(step, cfg.batch_size, len(tr_idx), cfg.seed)[rank * n_local:(rank + 1) * n_local]
+        opt.zero_grad(set_to_none=True)
+        stats = None
+        for j, (a, b) in enumerate(micro):
+            idx_BL, y_B = tr_idx[rows[a:b]].to(device), tr_y[rows[a:b]].to(device)
+            x_in = vae.teacher_input(list(idx_BL.split([p * p for p in mcfg.patch_nums], 1)))
+            sync = nullcontext() if (j == len(micro) - 1 or world == 1) else ddp.no_sync()
+            with sync, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                # label dropout / drop-path draws: a function of (seed, step, micro-batch) only
+                torch.manual_seed((cfg.seed * 1_000_003 + step) * 4096 + rank * len(micro) + j)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out = next_scale_loss(ddp(y_B, x_in), idx_BL, mcfg.patch_nums)
+                w = (b - a) / n_local
+                scaler.scale(out["loss"] * w).backward()
+            stats = _accumulate(stats, {**out, "loss": out["loss"].item()}, w)
+        if world > 1:  # the logged loss / accuracy of the whole global batch
+            t = torch.tensor([stats["loss"], stats["acc"], *stats["scale_loss"], *stats["scale_acc"]],
+                             dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            t = (t / world).tolist()
+            K = len(mcfg.patch_nums)
+            stats = {"loss": t[0], "acc": t[1], "scale_loss": t[2:2 + K], "scale_acc": t[2 + K:]}
+        if not math.isfinite(stats["loss"]):
+            bar.close()
+            last = checkpoint_paths(run_dir)
+            raise TrainingDiverged(f"loss became {stats['loss']} at step {step + 1}; stopped. The last good "
+                                   f"checkpoint is {last[-1] if last else '(none yet)'}; resume from it with "
+                                   f"--resume and a lower base_lr (now {cfg.base_lr})")
+        scaler.unscale_(opt)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(p, 1 - cfg.ema)
+        step += 1
+        seen += cfg.batch_size
+        bar.update(1)
+        ips = seen / max(time.time() - t0, 1e-9)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{ips:.0f}")
+        out_of_time = cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60
+        done = step == cfg.steps or out_of_time
+        if rank == 0 and (step % cfg.log_every == 0 or done):
+            rec = {"step": step, **stats, "lr": sched.get_last_lr()[0], "grad_norm": gnorm, "img_per_s": ips,
+                   "epoch": step * cfg.batch_size / len(tr_idx)}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        if rank == 0 and (step % cfg.ckpt_every == 0 or done):
+            pos = step * cfg.batch_size
+            save_checkpoint(run_dir, {
+                "kind": "minivar-train", "step": step, "config": dataclasses.asdict(cfg),
+                "model_config": dataclasses.asdict(mcfg), "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+                "data_position": {"epoch": pos // len(tr_idx), "index": pos % len(tr_idx)}}, cfg.keep_last)
+        if rank == 0 and on_sample is not None and ((cfg.sample_every and step % cfg.sample_every == 0) or done):
+            on_sample(ema if ema is not None else model, step)
+        if os.environ.get("MINIVAR_TEST_SIGKILL_AT") == str(step):  # tests: die like `kill -9`
+            os.kill(os.getpid(), 9)
+        if out_of_time:
+            if rank == 0:
+                print(f"\nstopping at step {step}: the {cfg.minutes} min limit is reached")
+            break
+    bar.close()
+    if rank == 0:
+        final = ema if ema is not None else model
+        atomic_save({"kind": "minivar-model", "model_config": dataclasses.asdict(mcfg),
+                     "model": final.state_dict(), "step": step, "tokenizer": os.path.abspath(cfg.tokenizer)},
+                    os.path.join(run_dir, "model.pt"))
+    return {**rec, "step": step, "seconds": time.time() - t0}

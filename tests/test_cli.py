@@ -1,0 +1,137 @@
+"""The CLI: config files + overrides, run folders, bad inputs (clear errors, nothing overwritten), sample, eval."""
+import json
+import os
+
+import pytest
+import torch
+
+from minivar import metrics, data
+from minivar.__main__ import ConfigError, build_config, main
+from minivar.tokenizer import VQVAE, TokenizerConfig
+from minivar.train import TrainConfig
+
+VAE_CFG = TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,
+                          z_channels=8, vocab_size=64, patch_nums=(1, 2, 3, 4))
+TINY = ["--data", "synthetic", "--depth", "1", "--width", "32", "--heads", "2", "--d_state", "8",
+        "--mamba_headdim", "16", "--batch_size", "8", "--micro_batch", "8", "--steps", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("tok") / "tokenizer.pt")
+    VQVAE(VAE_CFG).save(path)
+    return path
+
+
+def fails(argv, capsys=None) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    msg = e.value.code if isinstance(e.value.code, str) else ""
+    if capsys is not None:
+        msg += capsys.readouterr().err
+    return msg
+
+
+def test_config_file_then_command_line_overrides(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"steps": 50, "mixer": "var", "betas": [0.9, 0.99]}))
+    cfg = build_config(TrainConfig, str(f), {"steps": "7"})
+    assert (cfg.steps, cfg.mixer, cfg.betas) == (7, "var", (0.9, 0.99))
+    with pytest.raises(ConfigError, match="did you mean 'base_lr'"):
+        build_config(TrainConfig, None, {"base_lt": "1"})
+    f.write_text("{steps: 5")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        build_config(TrainConfig, str(f))
+    with pytest.raises(ConfigError, match="expects int"):
+        build_config(TrainConfig, None, {"steps": "many"})
+
+
+def test_unknown_key_suggests_the_closest_and_writes_nothing(tok, tmp_path):
+    out = str(tmp_path / "run")
+    assert "did you mean 'steps'" in fails(["train", "--out", out, "--tokenizer", tok, "--stpes", "3"])
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--num_classes", "2"], "num_classes=2 is out of range"),
+    (["--data", "nope"], "unknown dataset 'nope'"),
+    (["--mixer", "rnn"], "mixer must be"),
+    (["--amp", "fp8"], "amp must be"),
+])
+def test_bad_settings_are_clear_errors(tok, tmp_path, extra, needle):
+    out = str(tmp_path / "run")
+    assert needle in fails(["train", "--out", out, "--tokenizer", tok, *TINY, *extra])
+    assert not os.path.exists(out)
+
+
+def test_missing_or_corrupt_tokenizer(tmp_path):
+    out = str(tmp_path / "run")
+    assert "does not exist" in fails(["train", "--out", out, "--tokenizer", str(tmp_path / "no.pt"), *TINY])
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    assert "corrupt" in fails(["train", "--out", out, "--tokenizer", str(bad), *TINY])
+    assert "no tokenizer" in fails(["train", "--out", out, *TINY])
+    assert not os.path.exists(out)
+
+
+def test_run_folder_of_another_run_is_refused_unless_overwrite(tok, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"kind": "train-tokenizer"}))
+    before = (out / "config.json").read_bytes()
+    assert "already holds a run" in fails(["train", "--out", str(out), "--tokenizer", tok, *TINY])
+    assert (out / "config.json").read_bytes() == before
+    assert "not a transformer run" in fails(["train", "--out", str(out), "--tokenizer", tok, "--resume", *TINY])
+    assert (out / "config.json").read_bytes() == before
+    main(["train", "--out", str(out), "--tokenizer", tok, "--overwrite", *TINY])
+    assert json.loads((out / "config.json").read_text())["kind"] == "train"
+    # resuming may extend the run but not change its recipe
+    assert "cannot change ['base_lr']" in fails(["train", "--out", str(out), "--resume", "--base_lr", "1"])
+    main(["train", "--out", str(out), "--resume", "--steps", "3", "--quiet"])
+    recs = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["step"] == 3
+
+
+def test_sample_and_eval_verbs(tok, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    main(["train", "--out", out, "--tokenizer", tok, *TINY])
+    png = str(tmp_path / "grid.png")
+    main(["sample", "--run", out, "--per-class", "2", "--png", png, "--top-k", "5"])
+    assert os.path.getsize(png) > 0
+    pngs, npz = tmp_path / "pngs", str(tmp_path / "s.npz")
+    main(["sample", "--run", out, "--per-class", "2", "--png-dir", str(pngs), "--npz", npz])
+    assert sorted(os.listdir(pngs))[:3] == ["0000_000.png", "0000_001.png", "0001_000.png"]
+    import numpy as np
+    assert np.load(npz)["arr_0"].shape == (8, 16, 16, 3)
+    x, y = data.synthetic(80, size=16, seed=1)
+    clf_path = str(tmp_path / "clf.pt")
+    metrics.save_classifier(metrics.train_classifier(x, y, 4, epochs=1, batch_size=40), clf_path,
+                            arch="SmallCNN", data="synthetic", size=16, test_acc=0.5, sha256="0" * 64)
+    main(["eval", "--run", out, "--per-class", "6", "--seeds", "0,1", "--classifier", clf_path])
+    text = capsys.readouterr().out
+    assert "FD-cls" in text and "N = 24" in text and "real-vs-real floor" in text
+    rep = json.loads(open(os.path.join(out, "eval.json")).read())
+    assert rep["seeds"] == [0, 1] and rep["sampling"]["cfg"] == 1.5 and "FID" in rep["note"]
+    assert "not a run folder" in fails(["sample", "--run", str(tmp_path / "nothing")])
+
+
+def test_demo_end_to_end_with_a_tiny_time_budget(tmp_path, capsys):
+    out = tmp_path / "demo"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is as fast and never stalls on a busy machine
+    try:
+        main(["demo", "--out", str(out), "--minutes", "0.05", "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
+    text = capsys.readouterr().out
+    assert "FD-cls" in text and "cond. acc." in text and "demo done" in text
+    assert (out / "samples.png").exists() and (out / "tokenizer" / "tokenizer.pt").exists()
+    rep = json.loads((out / "mvar" / "eval.json").read_text())
+    assert rep["feature_net"]["test_acc"] > 0.5 and rep["N"] == 179
+
+
+def test_train_tokenizer_with_a_missing_dataset_writes_nothing(tmp_path):
+    out = tmp_path / "tok"
+    msg = fails(["train-tokenizer", "--out", str(out), "--data", "fashion", "--data-path", str(tmp_path / "none")])
+    assert "apt-get install dataset-fashion-mnist" in msg and not out.exists()

@@ -1,0 +1,129 @@
+"""Metric maths against known cases; npz packing; hash checks; the classifier-based report."""
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from minivar import data, metrics as M
+
+
+def rand_cov(d, rng):
+    a = rng.standard_normal((d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+def test_fd_of_identical_sets_is_zero():
+    f = np.random.default_rng(0).standard_normal((200, 16))
+    assert abs(M.fd_features(f, f)) < 1e-8
+
+
+def test_fd_closed_forms():
+    rng = np.random.default_rng(1)
+    d = 8
+    mu1, mu2, s = rng.standard_normal(d), rng.standard_normal(d), rand_cov(d, rng)
+    assert M.frechet_distance(mu1, s, mu2, s) == pytest.approx(((mu1 - mu2) ** 2).sum(), abs=1e-8)
+    a, b = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)  # diagonal: sum (sqrt a - sqrt b)^2
+    want = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert M.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(want, rel=1e-10)
+    s1, s2 = rand_cov(d, rng), rand_cov(d, rng)  # general case vs scipy's sqrtm
+    ref = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2) - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2)).real
+    assert M.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-8)
+
+
+def test_fd_of_shifted_gaussian_samples_approaches_the_shift():
+    rng = np.random.default_rng(2)
+    shift = np.full(4, 0.5)  # ||shift||^2 = 1
+    x, y = rng.standard_normal((20000, 4)), rng.standard_normal((20000, 4)) + shift
+    assert M.fd_features(x, y) == pytest.approx(1.0, abs=0.03)
+
+
+def test_fd_handles_singular_covariances():
+    f = np.random.default_rng(3).standard_normal((50, 4))
+    f = np.concatenate([f, np.zeros((50, 4))], 1)  # dead ReLU units: rank-deficient covariance
+    assert abs(M.fd_features(f, f)) < 1e-8
+
+
+def test_kid_is_unbiased_zero_for_one_distribution_and_positive_for_a_shift():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((400, 8)), rng.standard_normal((400, 8))
+    m, s = M.kid(x, y, num_subsets=20, subset_size=200)
+    assert abs(m) < 3 * s + 1e-3
+    m2, _ = M.kid(x, y + 1.0, num_subsets=20, subset_size=200)
+    assert m2 > 10 * max(abs(m), 1e-3)
+    xs, ys = x[:5], y[:5]  # one subset of everything equals the textbook formula
+    k = lambda a, b: (a @ b.T / 8 + 1) ** 3  # noqa: E731
+    mmd = ((k(xs, xs).sum() - np.trace(k(xs, xs))) / 20 + (k(ys, ys).sum() - np.trace(k(ys, ys))) / 20
+           - 2 * k(xs, ys).mean())
+    assert M.kid(xs, ys, num_subsets=1, subset_size=5)[0] == pytest.approx(mmd)
+
+
+def test_precision_recall_known_cases():
+    rng = np.random.default_rng(5)
+    r = rng.standard_normal((100, 3))
+    assert M.precision_recall(r, r) == (1.0, 1.0)
+    assert M.precision_recall(r, r + 100.0) == (0.0, 0.0)
+    p, rec = M.precision_recall(r, r[:50].repeat(2, 0) * 0.01)  # mode collapse: precise, no recall
+    assert p == 1.0 and rec < 0.5
+    with pytest.raises(ValueError, match="equal N"):
+        M.precision_recall(r, r[:50])
+
+
+def test_memorisation_flags_copies():
+    rng = np.random.default_rng(6)
+    train, test = rng.standard_normal((60, 10)), rng.standard_normal((30, 10))
+    copy = M.memorisation(train[:30], train, test)
+    assert copy["ratio"] == 0.0 and copy["frac_closer_than_test_p1"] == 1.0
+    fresh = M.memorisation(rng.standard_normal((30, 10)), train, test)
+    assert 0.7 < fresh["ratio"] < 1.4
+
+
+def test_pack_npz_from_arrays_and_png_folder(tmp_path):
+    from PIL import Image
+    x = torch.rand(3, 3, 8, 8)
+    arr = M.to_uint8_nhwc(x)
+    assert arr.dtype == np.uint8 and arr.shape == (3, 8, 8, 3)
+    for i, a in enumerate(arr):
+        Image.fromarray(a).save(tmp_path / f"{i:05d}.png")
+    assert M.pack_npz(str(tmp_path), str(tmp_path / "s.npz")) == (3, 8, 8, 3)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["arr_0"], arr)  # PNG is lossless
+    with pytest.raises(ValueError, match="uint8"):
+        M.pack_npz(arr.astype(np.float32), str(tmp_path / "bad.npz"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .png"):
+        M.pack_npz(str(tmp_path / "empty"), str(tmp_path / "e.npz"))
+
+
+def test_inception_weights_hash_is_checked(tmp_path):
+    p = tmp_path / "pt_inception.pth"
+    p.write_bytes(b"not the weights")
+    with pytest.raises(ValueError, match="SHA-256"):
+        M.check_weights_hash(str(p))
+    digest = M.sha256_file(str(p))
+    assert M.check_weights_hash(str(p), prefix=digest[:8]) == digest
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        M.check_weights_hash(str(tmp_path / "missing.pth"))
+
+
+def test_classifier_report_on_real_images_matches_the_floor(tmp_path):
+    x, y = data.synthetic(240, size=16, num_classes=3, seed=0)
+    clf = M.train_classifier(x[:160], y[:160], 3, epochs=6, batch_size=32)
+    acc = (M.classify(clf, x[160:])[1] == y[160:]).double().mean().item()
+    assert acc > 0.5  # chance is 1/3
+    r = M.evaluate_samples(clf, x[160:200], y[160:200], x[200:240], x[:40], kid_subset=20)
+    assert r["N"] == 40 and 0 <= r["cond_acc"] <= 1 and r["fd_cls"] >= 0
+    assert set(r["floor"]) == {"fd_cls", "kid", "precision", "recall"}
+    path = str(tmp_path / "clf.pt")
+    M.save_classifier(clf, path, test_acc=acc)
+    clf2, info = M.load_classifier(path)
+    assert info["test_acc"] == acc and M.state_sha256(clf2) == M.state_sha256(clf)
+
+
+def test_fd_against_reference_batch_statistics(tmp_path):
+    rng = np.random.default_rng(7)
+    f = rng.standard_normal((300, 6))
+    mu, sigma = M.feature_stats(f)
+    np.savez(tmp_path / "ref.npz", mu=mu, sigma=sigma, arr_0=np.zeros((1, 4, 4, 3), np.uint8))
+    assert M.frechet_distance(*M.reference_stats(str(tmp_path / "ref.npz")), mu, sigma) == pytest.approx(0, abs=1e-8)
+    np.savez(tmp_path / "bad.npz", arr_0=np.zeros(1))
+    with pytest.raises(ValueError, match="lacks"):
+        M.reference_stats(str(tmp_path / "bad.npz"))
