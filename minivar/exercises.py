@@ -1,0 +1,272 @@
+"""Checkers for the notebooks' exercises.
+
+Each ``check_*`` takes what the learner wrote (a function, usually), runs it on a few inputs,
+compares the answer with minivar's own implementation and either prints one "correct" line or
+raises ``AssertionError`` with a message that says what is wrong and, where a common mistake is
+recognisable, which one. A function that still raises ``NotImplementedError`` (the student copy's
+stub) gets a friendly "not written yet".
+
+    from minivar.exercises import check_block_causal_mask
+    check_block_causal_mask(my_block_causal_mask)
+
+tests/test_exercises.py shows that every checker passes on a reference solution and fails on the
+blank stub and on a typical wrong answer.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import scales
+
+SCHEDULES = [(1, 2, 3, 4), (1, 2, 3, 4, 6, 8), (1, 3, 5), (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)]
+
+
+def _call(name: str, fn, *args):
+    """Call the learner's function; turn the stub's NotImplementedError and a None into clear failures."""
+    if not callable(fn):
+        raise AssertionError(f"{name}: expected a function, got {type(fn).__name__}")
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise AssertionError(f"{name}: not written yet -- replace `raise NotImplementedError` "
+                             "with your code, then run this cell again") from None
+    if out is None:
+        raise AssertionError(f"{name}: your function returned None -- did you forget `return`?")
+    return out
+
+
+def _ok(name: str, detail: str = "") -> None:
+    print(f"correct: {name}" + (f" ({detail})" if detail else ""))
+
+
+def _as_tensor(name: str, x, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception:
+            raise AssertionError(f"{name}: {what} must be a tensor (or convertible), got {type(x).__name__}") from None
+    return x
+
+
+# ----------------------------------------------------------------------------- 01 scales and tokens
+def check_offsets(fn) -> None:
+    """fn(patch_nums) -> [0, n0, n0+n1, ..., L]: where each scale starts in the token sequence."""
+    name = "offsets"
+    for pns in SCHEDULES:
+        got = _call(name, fn, pns)
+        got = [int(v) for v in (got.tolist() if isinstance(got, torch.Tensor) else got)]
+        want = scales.offsets(pns)
+        if got == want[1:]:
+            raise AssertionError(f"{name}{pns}: {got} is missing the leading 0 (scale 0 starts at token 0)")
+        if got == [int(v) for v in torch.tensor(want).cumsum(0)]:
+            raise AssertionError(f"{name}{pns}: you summed the offsets again; offsets[k+1] = offsets[k] + pn_k**2")
+        if got == [0, *[sum(pns[:k + 1]) for k in range(len(pns))]]:
+            raise AssertionError(f"{name}{pns}: {got} adds pn, not pn**2 -- scale k holds pn_k x pn_k tokens")
+        if got != want:
+            raise AssertionError(f"{name}{pns}: got {got}, expected {want}")
+    _ok(name, f"L = {scales.num_tokens(SCHEDULES[-1])} for the 256 px schedule")
+
+
+def _check_mask(name: str, fn, make, other) -> None:
+    for pns in SCHEDULES[:3]:
+        got = _as_tensor(name, _call(name, fn, pns), "the mask")
+        want = make(pns)
+        if tuple(got.shape) != tuple(want.shape):
+            raise AssertionError(f"{name}{pns}: shape {tuple(got.shape)}, expected {tuple(want.shape)} (L x L, "
+                                 f"L = {want.shape[0]})")
+        if got.dtype != torch.bool:
+            raise AssertionError(f"{name}{pns}: dtype {got.dtype}; return a bool mask (True = may attend)")
+        if torch.equal(got, want):
+            continue
+        L = want.shape[0]
+        if torch.equal(got, ~want):
+            raise AssertionError(f"{name}{pns}: True and False are swapped (True must mean 'may attend')")
+        if torch.equal(got, torch.ones(L, L, dtype=torch.bool).tril()):
+            raise AssertionError(f"{name}{pns}: that is the token-causal mask of a GPT; here a token also "
+                                 "sees every token of its own scale")
+        if torch.equal(got, want.T):
+            raise AssertionError(f"{name}{pns}: transposed -- rows are queries, columns keys")
+        if torch.equal(got, other(pns)):
+            raise AssertionError(f"{name}{pns}: that is the other model's mask")
+        bad = (got != want).nonzero()[0].tolist()
+        raise AssertionError(f"{name}{pns}: wrong at query {bad[0]}, key {bad[1]}: got {bool(got[bad[0], bad[1]])}")
+    _ok(name, f"{int(make(SCHEDULES[-1]).sum()):,} allowed pairs at 256 px")
+
+
+def check_block_causal_mask(fn) -> None:
+    """fn(patch_nums) -> bool (L, L): VAR's mask, query of scale i sees keys of scales <= i."""
+    _check_mask("block_causal_mask", fn, scales.block_causal_mask, scales.block_diagonal_mask)
+
+
+def check_block_diagonal_mask(fn) -> None:
+    """fn(patch_nums) -> bool (L, L): M-VAR's intra-scale mask, a query sees only its own scale."""
+    _check_mask("block_diagonal_mask", fn, scales.block_diagonal_mask, scales.block_causal_mask)
+
+
+# ----------------------------------------------------------------------------- 02 tokenizer
+def check_residual_quantize(fn) -> None:
+    """fn(quantizer, f_BChw) -> list of K LongTensors (B, pn^2): multi-scale residual quantisation."""
+    from .quantizer import MultiScaleQuantizer
+    name = "residual_quantize"
+    g = torch.Generator().manual_seed(0)
+    for pns in [(1, 2, 3, 4), (1, 2, 4, 6, 8)]:
+        torch.manual_seed(1)
+        q = MultiScaleQuantizer(64, 8, pns).eval()
+        f = torch.randn(3, 8, pns[-1], pns[-1], generator=g)
+        with torch.no_grad():
+            got = _call(name, fn, q, f.clone())
+            want = q.quantize(f)
+        if not isinstance(got, (list, tuple)) or len(got) != len(pns):
+            raise AssertionError(f"{name}: return a list of {len(pns)} index tensors, one per scale")
+        for k, (a, b) in enumerate(zip(got, want)):
+            a = _as_tensor(name, a, f"scale {k}'s indices")
+            if tuple(a.shape) != tuple(b.shape):
+                raise AssertionError(f"{name}{pns}: scale {k} indices have shape {tuple(a.shape)}, expected "
+                                     f"{tuple(b.shape)} = (B, pn*pn) in raster order")
+            if not torch.equal(a.long(), b):
+                hint = ("scale 0 is already wrong: area-downsample the residual, then take the nearest code "
+                        "(squared L2)") if k == 0 else (
+                        "the first scale is right, so look at the update: subtract phi_k(up(codes)) -- "
+                        "bicubic up to the latent side, then q.phi(k, ...) -- from the residual")
+                raise AssertionError(f"{name}{pns}: scale {k} differs from minivar ({int((a != b).sum())} of "
+                                     f"{b.numel()} codes); {hint}")
+    _ok(name, "identical codes to MultiScaleQuantizer.quantize")
+
+
+# ----------------------------------------------------------------------------- 03 the VAR transformer
+def check_adaln_modulate(fn) -> None:
+    """fn(x_BLC, scale_B1C, shift_B1C) -> LayerNorm(x) * (1 + scale) + shift (LN without affine, eps 1e-6)."""
+    name = "adaln_modulate"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 16, generator=g) * 3 + 1
+    sc, sh = torch.randn(2, 1, 16, generator=g), torch.randn(2, 1, 16, generator=g)
+    got = _as_tensor(name, _call(name, fn, x.clone(), sc.clone(), sh.clone()), "the output")
+    ln = F.layer_norm(x, (16,), eps=1e-6)
+    want = ln * (1 + sc) + sh
+    if tuple(got.shape) != tuple(want.shape):
+        raise AssertionError(f"{name}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    if torch.allclose(got, x * (1 + sc) + sh, atol=1e-4):
+        raise AssertionError(f"{name}: normalise x first (layer norm over the channels, no affine)")
+    if torch.allclose(got, ln * sc + sh, atol=1e-4):
+        raise AssertionError(f"{name}: multiply by (1 + scale), not scale: a zero scale must leave LN(x) unchanged")
+    if not torch.allclose(got, want, atol=1e-4):
+        raise AssertionError(f"{name}: max |difference| {(got - want).abs().max().item():.3g} from "
+                             "LayerNorm(x) * (1 + scale) + shift")
+    _ok(name)
+
+
+# ----------------------------------------------------------------------------- 04 sampling
+def check_cfg_mix(fn) -> None:
+    """fn(cond, uncond, cfg, k, K) -> guided logits with VAR's linear ramp t = cfg * k / (K - 1)."""
+    name = "cfg_mix"
+    g = torch.Generator().manual_seed(0)
+    cond, uncond = torch.randn(2, 4, 10, generator=g), torch.randn(2, 4, 10, generator=g)
+    for cfg, k, K in [(1.5, 0, 10), (1.5, 9, 10), (3.0, 2, 4), (0.0, 3, 4)]:
+        got = _as_tensor(name, _call(name, fn, cond.clone(), uncond.clone(), cfg, k, K), "the logits")
+        t = cfg * k / (K - 1)
+        want = (1 + t) * cond - t * uncond
+        if not torch.allclose(got, want, atol=1e-5):
+            if torch.allclose(got, (1 + cfg) * cond - cfg * uncond, atol=1e-5):
+                raise AssertionError(f"{name}: no ramp -- at scale k the guidance is t = cfg * k / (K - 1) "
+                                     "(0 at the first scale, cfg at the last)")
+            if torch.allclose(got, t * cond - (t - 1) * uncond, atol=1e-5) or \
+                    torch.allclose(got, cond + t * uncond, atol=1e-5):
+                raise AssertionError(f"{name}: the mix is (1 + t) * cond - t * uncond")
+            raise AssertionError(f"{name}(cfg={cfg}, k={k}, K={K}): max |difference| "
+                                 f"{(got - want).abs().max().item():.3g} from (1 + t) cond - t uncond")
+    _ok(name)
+
+
+def check_top_p_keep(fn) -> None:
+    """fn(probs_V, top_p) -> bool (V,): the smallest set of most likely tokens whose mass reaches top_p."""
+    name = "top_p_keep"
+    cases = [([0.5, 0.3, 0.15, 0.05], 0.7, [1, 1, 0, 0]), ([0.5, 0.3, 0.15, 0.05], 0.8, [1, 1, 0, 0]),
+             ([0.05, 0.15, 0.5, 0.3], 0.81, [0, 1, 1, 1]), ([0.9, 0.05, 0.05], 0.5, [1, 0, 0]),
+             ([0.25, 0.25, 0.25, 0.25], 1.0, [1, 1, 1, 1])]
+    for probs, p, want in cases:
+        got = _as_tensor(name, _call(name, fn, torch.tensor(probs), p), "the keep mask").bool().tolist()
+        want = [bool(w) for w in want]
+        if got != want:
+            raise AssertionError(f"{name}(probs={probs}, top_p={p}): got {got}, expected {want}. Sort by "
+                                 "probability; keep a token when the mass of the tokens strictly more likely "
+                                 "than it is still below top_p (so the most likely token always stays)")
+    _ok(name)
+
+
+# ----------------------------------------------------------------------------- 05 Mamba
+def check_ssd_step(fn) -> None:
+    """fn(h_BHPN, x_BHP, dt_BH, A_H, B_BN, C_BN) -> (y_BHP, h_BHPN): one step of the SSM recurrence
+
+        h = exp(dt * A) * h + dt * x (outer) B;   y = h C        (dt already softplus'ed, no D term)
+    """
+    from .mamba2 import ssd_sequential
+    name = "ssd_step"
+    g = torch.Generator().manual_seed(0)
+    Bsz, H, P, N = 2, 3, 4, 5
+    h = torch.randn(Bsz, H, P, N, generator=g)
+    x, dt = torch.randn(Bsz, H, P, generator=g), torch.rand(Bsz, H, generator=g) * 0.5 + 0.05
+    A = -torch.rand(H, generator=g) * 2 - 0.5
+    Bm, Cm = torch.randn(Bsz, N, generator=g), torch.randn(Bsz, N, generator=g)
+    out = _call(name, fn, h.clone(), x, dt, A, Bm, Cm)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise AssertionError(f"{name}: return a pair (y, h_new)")
+    y, h_new = (_as_tensor(name, t, "y and h") for t in out)
+    y_ref, h_ref = ssd_sequential(x[:, None], dt[:, None], A, Bm[:, None, None], Cm[:, None, None], h_BHPN=h.clone())
+    y_ref = y_ref[:, 0]
+    if tuple(h_new.shape) != tuple(h_ref.shape) or tuple(y.shape) != tuple(y_ref.shape):
+        raise AssertionError(f"{name}: shapes y {tuple(y.shape)}, h {tuple(h_new.shape)}; expected "
+                             f"{tuple(y_ref.shape)} and {tuple(h_ref.shape)}")
+    decay = torch.exp(dt * A)[..., None, None]
+    if torch.allclose(h_new, decay * h + x[..., None] * Bm[:, None, None], atol=1e-5):
+        raise AssertionError(f"{name}: the input term is dt * x (outer) B -- you dropped dt")
+    if torch.allclose(h_new, torch.exp(A)[:, None, None] * h + (dt[..., None] * x)[..., None] * Bm[:, None, None],
+                      atol=1e-5):
+        raise AssertionError(f"{name}: the decay is exp(dt * A), not exp(A): dt sets how much to forget")
+    if not torch.allclose(h_new, h_ref, atol=1e-5):
+        raise AssertionError(f"{name}: new state off by {(h_new - h_ref).abs().max().item():.3g}")
+    if torch.allclose(y, (h @ Cm[:, None, :, None]).squeeze(-1), atol=1e-5) and not torch.allclose(y, y_ref, atol=1e-5):
+        raise AssertionError(f"{name}: read y from the NEW state: y = h_new C")
+    if not torch.allclose(y, y_ref, atol=1e-5):
+        raise AssertionError(f"{name}: y off by {(y - y_ref).abs().max().item():.3g}")
+    _ok(name, "matches minivar.mamba2.ssd_sequential")
+
+
+# ----------------------------------------------------------------------------- 06 M-VAR
+def check_rescan_token_steps(fn) -> None:
+    """fn(patch_nums) -> Mamba token-steps per block when every scale re-scans the whole prefix."""
+    name = "rescan_token_steps"
+    for pns in SCHEDULES:
+        got = _call(name, fn, pns)
+        want = sum(scales.offsets(pns)[1:])
+        if int(got) == scales.num_tokens(pns):
+            raise AssertionError(f"{name}{pns}: {got} = L is the cached cost; without a state cache step k "
+                                 "re-runs all tokens of scales 0..k")
+        if int(got) != want:
+            raise AssertionError(f"{name}{pns}: got {got}, expected {want} (sum over k of the tokens of scales 0..k)")
+    _ok(name, f"{sum(scales.offsets(SCHEDULES[-1])[1:]):,} vs {scales.num_tokens(SCHEDULES[-1])} at 256 px")
+
+
+# ----------------------------------------------------------------------------- 07 the Triton kernel
+def check_key_range(fn) -> None:
+    """fn(offsets, t, mode) -> (lo, hi): the contiguous key range query t may see."""
+    name = "key_range"
+    for pns in SCHEDULES[:3]:
+        offs = scales.offsets(pns)
+        sid = scales.scale_ids(pns)
+        for mode, make in (("causal", scales.block_causal_mask), ("intra", scales.block_diagonal_mask)):
+            mask = make(pns)
+            for t in range(offs[-1]):
+                got = _call(name, fn, list(offs), t, mode)
+                lo, hi = (int(v) for v in got)
+                allowed = mask[t].nonzero().flatten()
+                want = (int(allowed[0]), int(allowed[-1]) + 1)
+                if (lo, hi) != want:
+                    k = int(sid[t])
+                    extra = " (hi is exclusive: the end of t's scale)" if hi == want[1] - 1 else ""
+                    raise AssertionError(f"{name}(offsets={offs}, t={t}, mode={mode!r}): got {(lo, hi)}, "
+                                         f"expected {want}: t is in scale {k}{extra}")
+    _ok(name)
+
+
+__all__ = [n for n in dir() if n.startswith("check_")]

@@ -1,0 +1,305 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Sampling: KV cache, guidance, top-k / top-p
+#
+# **You will learn** how a trained VAR generates an image in K steps (Tian et al. 2024, Sec. 3.2
+# and Fig. 4): why sampling differs from teacher-forced training, how a KV cache makes each step
+# process only the new scale's tokens, how classifier-free guidance (CFG) is ramped over the
+# scales, and what top-k and top-p sampling cut away. You will write a sampler by hand twice
+# (without and with a cache) and check both against `minivar.sample.generate`.
+#
+# **This notebook needs** a CPU and about 2 minutes (it first trains the tokenizer and the small
+# VAR of notebook 03, 100 s).
+
+# %%
+import time
+import warnings
+
+import matplotlib.pyplot as plt
+import torch
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
+
+from minivar import data, sample, scales, viz
+from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
+from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # one thread: the same numbers on every machine
+plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
+
+
+def show(columns, title, upscale=2, height=4):
+    """Columns of image batches in [0, 1] as one picture."""
+    plt.figure(figsize=(0.5 * len(columns) + 0.5, height))
+    plt.imshow(viz.grid([c * 2 - 1 for c in columns], upscale=upscale))
+    plt.axis("off")
+    plt.title(title, fontsize=9)
+    plt.show()
+
+
+# %% [markdown]
+# ## 0. The model of notebook 03
+#
+# Same tokenizer and same VAR recipe as notebook 03 (train a tokenizer, encode the digits once,
+# train a depth-4 VAR with teacher forcing), in one cell.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+images, labels = data.digits(size=16)
+(train_x, train_y), _ = data.split(images, labels, val_fraction=0.1, seed=0)
+t0 = time.time()
+torch.manual_seed(0)
+vae = VQVAE(TOKENIZER_PRESETS["tiny16"])
+train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=20,
+                                                   reseed_every=50), progress=False)
+vae.eval()
+patch_nums = vae.patch_nums
+K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
+with torch.no_grad():
+    idx = [torch.cat(s) for s in zip(*[vae.encode(train_x[i:i + 256]) for i in range(0, len(train_x), 256)])]
+    targets, inputs = torch.cat(idx, 1), vae.teacher_input(idx)
+
+torch.manual_seed(0)
+model = NextScaleTransformer(ModelConfig(mixer="var", depth=4, width=128, heads=4, num_classes=10,
+                                         vocab_size=256, z_channels=16, patch_nums=patch_nums,
+                                         drop_path=0.0, attn_backend="blocks"))
+steps, batch = 400, 32
+opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.95), weight_decay=0.05)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (1 - s / steps))
+g = torch.Generator().manual_seed(0)
+model.train()
+for step in range(steps):
+    rows = torch.randint(len(targets), (batch,), generator=g)
+    loss = next_scale_loss(model(train_y[rows], inputs[rows]), targets[rows], patch_nums)["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+    opt.step()
+    sched.step()
+model.eval()
+print(f"tokenizer + VAR trained in {time.time() - t0:.0f} s, last loss {loss.item():.2f}")
+
+# %% [markdown]
+# ## 1. Training and sampling are different computations
+#
+# In training, the input of scale k+1 is the *true* cumulative reconstruction of the data
+# (teacher forcing), so all scales are computed in one pass. In sampling there is no data: the
+# model must pick scale k's tokens, add them into f_hat, build scale k+1's input from **its own**
+# choices, and only then run again — K passes, one per scale.
+#
+# The simplest correct sampler re-runs the *full* teacher-forced forward at every step, with
+# zeros where later scales' inputs will go: thanks to the block-causal mask, scale k's logits
+# never look at them. Greedy (argmax) and no guidance, so it is deterministic:
+
+# %%
+@torch.no_grad()
+def sample_no_cache(labels):
+    B = len(labels)
+    x_in = torch.zeros(B, L - 1, vae.config.z_channels)   # teacher input, filled in as we go
+    f_hat, out = vae.empty_fhat(B), []
+    for k in range(K):
+        logits = model(labels, x_in)[:, offs[k]:offs[k + 1]]  # a full pass; keep scale k only
+        idx_k = logits.argmax(-1)
+        out.append(idx_k)
+        f_hat, nxt = vae.next_input(f_hat, k, idx_k)          # add scale k into f_hat
+        if nxt is not None:                                    # input of scale k+1, (B, pn², Cv)
+            x_in[:, offs[k + 1] - 1:offs[k + 2] - 1] = nxt
+    return out
+
+
+classes = torch.arange(10)
+ours = sample_no_cache(classes)
+_, ref = model.generate(classes, cfg=0, top_k=1, return_indices=True, vae=vae)
+print("hand-made sampler == minivar.sample.generate:", all(torch.equal(a, b) for a, b in zip(ours, ref)))
+
+# %% [markdown]
+# ## 2. The KV cache
+#
+# That sampler wastes work: at step k it recomputes every earlier token in every block, K·L token
+# computations in all. But in a block-causal model the keys and values of scales < k do not change
+# once computed. So each block keeps them (the **KV cache**), and step k feeds only scale k's
+# tokens: the queries are the new tokens, the keys/values are the cache plus the new ones. Each
+# token is computed exactly once — L in all. By hand:
+
+# %%
+@torch.no_grad()
+def sample_with_cache(labels, verbose=False):
+    B = len(labels)
+    cond = model.class_emb(labels)
+    lvl_pos = model.lvl_pos()
+    x = model.sos(cond) + lvl_pos[:, :offs[1]]          # scale 0's input: the start token
+    caches = [{} for _ in model.blocks]                 # one dict per block: "k", "v"
+    f_hat, out = vae.empty_fhat(B), []
+    for k in range(K):
+        for blk, cache in zip(model.blocks, caches):
+            x = blk(x, cond, cache)                      # attends to cached keys + its own
+        idx_k = model.logits(x, cond).argmax(-1)
+        out.append(idx_k)
+        if verbose:
+            print(f"step {k}: fed {x.shape[1]:2d} tokens, block 0 caches keys of shape {tuple(caches[0]['k'].shape)}")
+        f_hat, nxt = vae.next_input(f_hat, k, idx_k)
+        if nxt is not None:
+            x = model.word_embed(nxt) + lvl_pos[:, offs[k + 1]:offs[k + 2]]
+    return out
+
+
+cached = sample_with_cache(classes, verbose=True)
+print("cached sampler == no-cache sampler:", all(torch.equal(a, b) for a, b in zip(cached, ours)))
+
+# %% [markdown]
+# Token computations per block, per image:
+
+# %%
+for name, pns in [("16px", patch_nums), ("256", scales.PRESETS["256"])]:
+    o = scales.offsets(pns)
+    print(f"{name:>5}: KV cache {o[-1]:5d} | re-run the prefix {sum(o[1:]):5d} | full pass per step {len(pns) * o[-1]:5d}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+many = torch.arange(10).repeat(4)
+for name, fn in [("no cache", lambda: sample_no_cache(many)), ("KV cache", lambda: sample_with_cache(many))]:
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    print(f"{name}: {(time.perf_counter() - t0) / 3 * 1000:.0f} ms for 40 images")
+
+# %% [markdown]
+# ## 3. Classifier-free guidance, ramped over scales
+#
+# Training dropped the label 10% of the time, so the same model also predicts *unconditionally*
+# (class 10 = null). CFG runs both and pushes the logits away from the unconditional ones:
+# logits = (1 + t)·cond − t·uncond. VAR ramps t linearly over the scales, t_k = cfg·k/(K−1):
+# the coarse layout is sampled almost without guidance (diversity), the fine scales with full
+# guidance (fidelity). `generate` doubles the batch to get both in one pass.
+
+# %%
+fig, ax = plt.subplots(figsize=(4.5, 2.2))
+for KK in (4, 10):
+    ax.plot(range(KK), [1.5 * k / (KK - 1) for k in range(KK)], "o-", label=f"K = {KK}")
+ax.set_xlabel("scale k"), ax.set_ylabel("guidance t_k")
+ax.set_title("CFG ramp, cfg = 1.5", fontsize=9)
+ax.legend(fontsize=8)
+plt.show()
+
+trace = []
+sample.generate(model, vae, classes, cfg=3.0, top_k=20, top_p=0.9, seed=0, trace=trace)
+for k, tr in enumerate(trace):
+    t = 3.0 * k / (K - 1)
+    ok = torch.allclose(tr["guided"], (1 + t) * tr["cond"] - t * tr["uncond"])
+    print(f"scale {k}: t = {t:.1f}, guided == (1 + t) cond - t uncond: {ok}")
+
+# %% [markdown]
+# What guidance does to the pictures: the same random seed, one digit per class (rows), with
+# cfg = 0, 1, 3 and 6 (columns). Stronger guidance gives more typical, bolder digits and less
+# variety.
+
+# %%
+cols = [model.generate(classes, cfg=c, top_k=20, top_p=0.9, seed=1, vae=vae) for c in (0.0, 1.0, 3.0, 6.0)]
+show(cols, "cfg 0 | 1 | 3 | 6", upscale=3, height=6)
+
+# %% [markdown]
+# ## 4. Top-k and top-p
+#
+# Sampling from the full softmax lets rare, bad codes through. **Top-k** keeps the k most likely
+# codes; **top-p** (nucleus) keeps the smallest set of most likely codes whose probability
+# reaches p. Here is one token's distribution (the most uncertain token of the first image's
+# last scale, conditional logits), sorted, with both cuts:
+
+# %%
+cond = trace[-1]["cond"][0]                             # (16 tokens, V) of the last scale
+entropy = -(cond.softmax(-1) * cond.log_softmax(-1)).sum(-1)
+logits = cond[entropy.argmax()]                         # one token: (V,)
+probs = logits.softmax(-1).sort(descending=True).values
+vals, cand = sample.top_k_top_p_candidates(logits[None], top_k=20, top_p=0.9)
+kept = int(torch.isfinite(vals).sum())
+plt.figure(figsize=(6, 2.2))
+plt.bar(range(40), probs[:40], color=["tab:blue" if i < kept else "tab:gray" for i in range(40)])
+plt.axvline(19.5, color="k", ls=":", label="top-k = 20")
+plt.title(f"40 most likely of 256 codes; blue: kept by top-k 20 then top-p 0.9 ({kept} codes)", fontsize=9)
+plt.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Greedy decoding (top-k = 1) gives one image per class — no variety at all; unfiltered sampling
+# gives variety and some broken strokes; top-k/top-p sits between. Eight samples of the digit 3:
+
+# %%
+threes = torch.full((8,), 3)
+settings = [("greedy", dict(top_k=1)), ("top-k 20, top-p 0.9", dict(top_k=20, top_p=0.9)),
+            ("no filter", dict(top_k=0, top_p=0.0))]
+cols = []
+for name, kw in settings:
+    imgs, idx = model.generate(threes, cfg=1.5, seed=2, return_indices=True, vae=vae, **kw)
+    cols.append(imgs)
+    distinct = len({tuple(torch.cat(idx, 1)[i].tolist()) for i in range(8)})
+    print(f"{name:>20}: {distinct} distinct token maps out of 8")
+show(cols, "greedy | top-k/p | none", height=4)
+
+# %% [markdown]
+# ## 5. Exercises
+#
+# **Exercise 1.** `my_cfg_mix(cond, uncond, cfg, k, K)` returns the guided logits of scale k out
+# of K with VAR's linear ramp.
+
+# %% tags=["solution"]
+def my_cfg_mix(cond, uncond, cfg, k, K):
+    ### BEGIN SOLUTION
+    t = cfg * k / (K - 1)
+    return (1 + t) * cond - t * uncond
+    ### END SOLUTION
+
+
+# %%
+from minivar.exercises import check_cfg_mix, check_top_p_keep
+
+check_cfg_mix(my_cfg_mix)
+
+# %% [markdown]
+# **Exercise 2.** `my_top_p_keep(probs, top_p)` takes a probability vector (V,) and returns a
+# bool mask (V,) of the tokens that top-p keeps: sort by probability and keep a token when the
+# total probability of the tokens *more likely than it* is still below top_p (so the most likely
+# token is always kept).
+
+# %% tags=["solution"]
+def my_top_p_keep(probs, top_p):
+    ### BEGIN SOLUTION
+    vals, order = probs.sort(descending=True)
+    keep_sorted = (vals.cumsum(0) - vals) < top_p
+    keep = torch.zeros_like(keep_sorted)
+    keep[order] = keep_sorted
+    return keep
+    ### END SOLUTION
+
+
+# %%
+check_top_p_keep(my_top_p_keep)
+
+# %% [markdown]
+# ## Summary
+#
+# * Training is one teacher-forced pass; sampling is K passes, each fed with the model's own
+#   choices (through f_hat).
+# * Block-causal attention makes a KV cache exact: each step feeds only the new scale's tokens,
+#   L token computations instead of K·L (680 vs 6,800 at 256 px).
+# * CFG mixes conditional and unconditional logits, (1 + t)·cond − t·uncond, with t ramped from 0
+#   at the first scale to cfg at the last.
+# * Top-k / top-p trade diversity for clean samples; greedy has no diversity at all.
+#
+# **Read next:** `05_mamba_from_scratch.ipynb` — the state space layer M-VAR adds, then
+# `06_mvar.ipynb`.

@@ -1,0 +1,178 @@
+"""Every notebook checker passes on a reference solution and fails on the blank stub, on a
+function that returns None, and on a typical wrong answer (minivar/exercises.py)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minivar import exercises as ex
+from minivar import scales
+
+
+def blank(*args):
+    raise NotImplementedError
+
+
+def returns_none(*args):
+    return None
+
+
+# ----------------------------------------------------------------------------- reference solutions
+def offsets(pns):
+    out = [0]
+    for p in pns:
+        out.append(out[-1] + p * p)
+    return out
+
+
+def sid(pns):
+    return torch.cat([torch.full((p * p,), k) for k, p in enumerate(pns)])
+
+
+def block_causal(pns):
+    s = sid(pns)
+    return s[:, None] >= s[None, :]
+
+
+def block_diagonal(pns):
+    s = sid(pns)
+    return s[:, None] == s[None, :]
+
+
+def residual_quantize(q, f):
+    B, C, side, _ = f.shape
+    f_rest, out = f.clone(), []
+    for k, pn in enumerate(q.patch_nums):
+        z = F.interpolate(f_rest, size=(pn, pn), mode="area") if pn != side else f_rest
+        z_NC = z.permute(0, 2, 3, 1).reshape(-1, C)
+        idx = torch.cdist(z_NC, q.embedding.weight).argmin(1).view(B, pn * pn)
+        h = q.embedding(idx).transpose(1, 2).reshape(B, C, pn, pn)
+        if pn != side:
+            h = F.interpolate(h, size=(side, side), mode="bicubic")
+        f_rest = f_rest - q.phi(k, h)
+        out.append(idx)
+    return out
+
+
+def adaln(x, scale, shift):
+    return F.layer_norm(x, x.shape[-1:], eps=1e-6) * (1 + scale) + shift
+
+
+def cfg_mix(cond, uncond, cfg, k, K):
+    t = cfg * k / (K - 1)
+    return (1 + t) * cond - t * uncond
+
+
+def top_p_keep(probs, p):
+    vals, order = probs.sort(descending=True)
+    keep_sorted = (vals.cumsum(0) - vals) < p
+    keep = torch.zeros_like(keep_sorted)
+    keep[order] = keep_sorted
+    return keep
+
+
+def ssd_step(h, x, dt, A, B, C):
+    h = torch.exp(dt * A)[..., None, None] * h + (dt[..., None] * x)[..., None] * B[:, None, None, :]
+    y = (h @ C[:, None, :, None]).squeeze(-1)
+    return y, h
+
+
+def rescan(pns):
+    return sum(offsets(pns)[1:])
+
+
+def key_range(offs, t, mode):
+    k = max(i for i in range(len(offs) - 1) if offs[i] <= t)
+    return (0 if mode == "causal" else offs[k]), offs[k + 1]
+
+
+# ----------------------------------------------------------------------------- typical mistakes
+def offsets_of_sides(pns):
+    return [0, *[sum(pns[:k + 1]) for k in range(len(pns))]]
+
+
+def gpt_mask(pns):
+    L = scales.num_tokens(pns)
+    return torch.ones(L, L, dtype=torch.bool).tril()
+
+
+def quantize_without_phi(q, f):
+    B, C, side, _ = f.shape
+    f_rest, out = f.clone(), []
+    for pn in q.patch_nums:
+        z = F.interpolate(f_rest, size=(pn, pn), mode="area")
+        idx = torch.cdist(z.permute(0, 2, 3, 1).reshape(-1, C), q.embedding.weight).argmin(1).view(B, -1)
+        h = F.interpolate(q.embedding(idx).transpose(1, 2).reshape(B, C, pn, pn), size=(side, side), mode="bicubic")
+        f_rest = f_rest - h  # forgot phi
+        out.append(idx)
+    return out
+
+
+def adaln_without_norm(x, scale, shift):
+    return x * (1 + scale) + shift
+
+
+def cfg_without_ramp(cond, uncond, cfg, k, K):
+    return (1 + cfg) * cond - cfg * uncond
+
+
+def top_p_inclusive(probs, p):  # keeps tokens while the cumulative mass *including* them is < p
+    vals, order = probs.sort(descending=True)
+    keep_sorted = vals.cumsum(0) < p
+    keep = torch.zeros_like(keep_sorted)
+    keep[order] = keep_sorted
+    return keep
+
+
+def ssd_step_without_dt(h, x, dt, A, B, C):
+    h = torch.exp(dt * A)[..., None, None] * h + x[..., None] * B[:, None, None, :]
+    return (h @ C[:, None, :, None]).squeeze(-1), h
+
+
+def rescan_cached(pns):
+    return scales.num_tokens(pns)
+
+
+def key_range_inclusive(offs, t, mode):
+    lo, hi = key_range(offs, t, mode)
+    return lo, hi - 1
+
+
+CASES = [
+    (ex.check_offsets, offsets, offsets_of_sides),
+    (ex.check_block_causal_mask, block_causal, gpt_mask),
+    (ex.check_block_diagonal_mask, block_diagonal, block_causal),
+    (ex.check_residual_quantize, residual_quantize, quantize_without_phi),
+    (ex.check_adaln_modulate, adaln, adaln_without_norm),
+    (ex.check_cfg_mix, cfg_mix, cfg_without_ramp),
+    (ex.check_top_p_keep, top_p_keep, top_p_inclusive),
+    (ex.check_ssd_step, ssd_step, ssd_step_without_dt),
+    (ex.check_rescan_token_steps, rescan, rescan_cached),
+    (ex.check_key_range, key_range, key_range_inclusive),
+]
+IDS = [c[0].__name__ for c in CASES]
+
+
+@pytest.mark.parametrize("check,solution,wrong", CASES, ids=IDS)
+def test_passes_on_solution(check, solution, wrong, capsys):
+    check(solution)
+    assert capsys.readouterr().out.startswith("correct:")
+
+
+@pytest.mark.parametrize("check,solution,wrong", CASES, ids=IDS)
+def test_fails_on_blank(check, solution, wrong):
+    with pytest.raises(AssertionError, match="not written yet"):
+        check(blank)
+    with pytest.raises(AssertionError, match="returned None"):
+        check(returns_none)
+
+
+@pytest.mark.parametrize("check,solution,wrong", CASES, ids=IDS)
+def test_fails_on_typical_mistake(check, solution, wrong, capsys):
+    with pytest.raises(AssertionError) as info:
+        check(wrong)
+    assert len(str(info.value)) > 20  # a message that explains, not a bare assert
+    assert "correct:" not in capsys.readouterr().out
+
+
+def test_every_checker_is_tested():
+    assert sorted(ex.__all__) == sorted(IDS)

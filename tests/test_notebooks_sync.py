@@ -1,0 +1,107 @@
+"""The numbered notebooks stay consistent without executing them (nbval re-runs them in `make test`):
+
+* each jupytext source notebooks/NN_*.py and its executed NN_*.ipynb hold the same cells;
+* the .ipynb was really executed (every code cell has an execution_count, no error outputs),
+  stays small, and follows the notebook template (what it teaches and needs; summary; next);
+* the student copies in notebooks/student/ equal freshly generated ones (`make student`), and
+  the generator blanks exactly the tagged solution regions.
+"""
+import glob
+import importlib.util
+import os
+
+import jupytext
+import nbformat
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NB_DIR = os.path.join(ROOT, "notebooks")
+SOURCES = sorted(glob.glob(os.path.join(NB_DIR, "[0-9][0-9]_*.py")))
+MAX_BYTES = 400_000
+
+spec = importlib.util.spec_from_file_location("make_student", os.path.join(ROOT, "tools", "make_student.py"))
+make_student = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_student)
+
+
+def cells_of(nb):
+    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+
+def ids(paths):
+    return [os.path.basename(p) for p in paths]
+
+
+def test_there_are_notebooks():
+    assert SOURCES, "no notebooks/NN_*.py sources found"
+    orphans = [p for p in glob.glob(os.path.join(NB_DIR, "[0-9][0-9]_*.ipynb"))
+               if not os.path.exists(p[:-len(".ipynb")] + ".py")]
+    assert not orphans, f"notebooks without a .py source: {orphans}"
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=ids(SOURCES))
+def test_source_and_ipynb_hold_the_same_cells(py):
+    ipynb = py[:-3] + ".ipynb"
+    assert os.path.exists(ipynb), f"{ipynb} missing: run `make notebooks`"
+    a = cells_of(jupytext.read(py, fmt="py:percent"))
+    b = cells_of(nbformat.read(ipynb, as_version=4))
+    assert len(a) == len(b), f"{py}: {len(a)} cells vs {len(b)} in the .ipynb; run `make notebooks`"
+    for i, (ca, cb) in enumerate(zip(a, b)):
+        assert ca == cb, f"{os.path.basename(py)} cell {i} differs from the .ipynb; run `make notebooks`"
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=ids(SOURCES))
+def test_ipynb_is_executed_small_and_follows_the_template(py):
+    ipynb = py[:-3] + ".ipynb"
+    assert os.path.getsize(ipynb) <= MAX_BYTES, f"{ipynb} is over {MAX_BYTES} bytes: shrink its figures"
+    nb = nbformat.read(ipynb, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "unexecuted code cells: run `make notebooks`"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{ipynb} holds error outputs"
+    md = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    first, last = md[0].lower(), md[-1].lower()
+    assert md[0].startswith("# "), "the first cell is the notebook's title"
+    assert "you will learn" in first and "needs" in first, "say what it teaches and what it needs"
+    assert any(s.lstrip().lower().startswith("## summary") for s in md), "a '## Summary' section"
+    assert "next" in last, "end with what to read next"
+    if any("solution" in c.get("metadata", {}).get("tags", []) for c in code):
+        assert any("minivar.exercises" in c.source or "check_" in c.source for c in code)
+
+
+def test_student_copies_are_up_to_date():
+    problems = make_student.check(os.path.join(NB_DIR, "student"))
+    assert not problems, "\n".join(problems) + "\nrun `make student`"
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=ids(SOURCES))
+def test_student_copy_blanks_every_solution(py):
+    nb = jupytext.read(py, fmt="py:percent")
+    student = make_student.student_notebook(nb, "x")
+    sol = [c for c in nb.cells if make_student.is_solution(c)]
+    stu = [c for c in student.cells if make_student.is_solution(c)]
+    assert len(sol) == len(stu)
+    for a, b in zip(sol, stu):
+        assert "raise NotImplementedError" in b.source
+        assert make_student.BEGIN not in b.source and make_student.END not in b.source
+        assert b.source != a.source
+    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+    # everything that is not a solution (prose, headings, checker calls) is kept verbatim
+    rest_a = [c.source for c in nb.cells if not make_student.is_solution(c)]
+    rest_b = [c.source for c in student.cells[1:] if not make_student.is_solution(c)]
+    assert rest_a == rest_b
+
+
+def test_blank_solution_keeps_indentation_and_code_outside_the_markers():
+    src = "def f(x):\n    '''doc'''\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\n\ny = 2"
+    assert make_student.blank_solution(src) == (
+        "def f(x):\n    '''doc'''\n    # YOUR CODE HERE\n    raise NotImplementedError\n\ny = 2")
+    assert make_student.blank_solution("x = 1") == "# YOUR CODE HERE\nraise NotImplementedError"
+    with pytest.raises(ValueError):
+        make_student.blank_solution("### BEGIN SOLUTION\nx = 1")
+
+
+def test_generated_copies_are_stable(tmp_path):
+    first = make_student.build(str(tmp_path / "a"))
+    second = make_student.build(str(tmp_path / "b"))
+    assert first == second and set(first) == {os.path.basename(p)[:-3] + ".ipynb" for p in SOURCES}
