@@ -269,4 +269,74 @@ def check_key_range(fn) -> None:
     _ok(name)
 
 
+# ----------------------------------------------------------------------------- 08 evaluation
+def check_mmd2_unbiased(fn) -> None:
+    """fn(x_md, y_md) -> unbiased MMD^2 with the KID kernel (a.b / d + 1)^3 (one subset, equal m)."""
+    import numpy as np
+    from . import metrics
+    name = "mmd2_unbiased"
+    rng = np.random.default_rng(0)
+    for m, d, shift in [(20, 5, 0.5), (30, 8, 0.0), (12, 3, 2.0)]:
+        x, y = rng.normal(size=(m, d)), rng.normal(size=(m, d)) + shift
+        got = float(_call(name, fn, x.copy(), y.copy()))
+        want = metrics.kid(x, y, num_subsets=1, subset_size=m)[0]
+        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        if np.isclose(got, kxx.mean() + kyy.mean() - 2 * kxy.mean()) and not np.isclose(got, want):
+            raise AssertionError(f"{name}: that is the biased estimate -- leave the diagonal k(x_i, x_i) out of "
+                                 "the within-set means and divide by m (m - 1)")
+        kxx1, kyy1, kxy1 = ((a @ b.T + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        off = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))  # noqa: E731
+        if np.isclose(got, off(kxx1) + off(kyy1) - 2 * kxy1.mean()) and not np.isclose(got, want):
+            raise AssertionError(f"{name}: the kernel is (a.b / d + 1)^3 -- divide the dot product by d")
+        if not np.isclose(got, want, rtol=1e-6, atol=1e-9):
+            raise AssertionError(f"{name}(m={m}, d={d}): got {got:.6g}, expected {want:.6g} (metrics.kid on one "
+                                 "subset of all m points)")
+    _ok(name, "matches metrics.kid on one subset")
+
+
+# ----------------------------------------------------------------------------- 11 zero-shot editing
+def check_scale_masks(fn) -> None:
+    """fn(mask_HW, patch_nums) -> per scale bool (1, pn^2): True where >= half of the token's area is masked."""
+    from .sample import scale_masks
+    name = "scale_masks"
+    g = torch.Generator().manual_seed(0)
+    centre = torch.zeros(16, 16)
+    centre[4:12, 4:12] = 1
+    bottom = torch.zeros(16, 16)
+    bottom[8:] = 1
+    blob = (torch.rand(16, 16, generator=g) > 0.6).float()
+    right = torch.zeros(32, 32)
+    right[:, 20:] = 1
+    cases = [("centre", centre, (1, 2, 3, 4)), ("border", 1 - centre, (1, 2, 3, 4)),
+             ("bottom half", bottom, (1, 2, 3, 4)), ("random", blob, (1, 2, 4)), ("right", right, (1, 2, 3, 4, 6, 8))]
+    for what, mask, pns in cases:
+        got = _call(name, fn, mask.clone(), pns)
+        want = scale_masks(mask, pns)
+        if not isinstance(got, (list, tuple)) or len(got) != len(pns):
+            raise AssertionError(f"{name}: return a list of {len(pns)} masks, one per scale")
+        got = [_as_tensor(name, a, f"scale {k}'s mask") for k, a in enumerate(got)]
+        for k, (a, b) in enumerate(zip(got, want)):
+            if a.numel() != b.numel():
+                raise AssertionError(f"{name}({what}, {pns}): scale {k} has {a.numel()} entries, expected "
+                                     f"{b.numel()} = pn * pn")
+            if a.dtype != torch.bool:
+                raise AssertionError(f"{name}: scale {k} has dtype {a.dtype}; return bool (True = regenerate)")
+        got = [a.reshape(b.shape) for a, b in zip(got, want)]
+        if all(torch.equal(a, b) for a, b in zip(got, want)):
+            continue
+        m = mask[None, None].float()
+        same = lambda other: all(torch.equal(a, o) for a, o in zip(got, other))  # noqa: E731
+        if same([~b for b in want]):
+            raise AssertionError(f"{name}({what}): True and False are swapped -- True marks a token to regenerate")
+        if same([F.interpolate(m, size=(pn, pn), mode="area").flatten(1) > 0.5 for pn in pns]):
+            raise AssertionError(f"{name}({what}): a token exactly half masked must count as masked: use >= 0.5")
+        if same([F.interpolate(m, size=(pn, pn), mode="nearest").flatten(1) >= 0.5 for pn in pns]):
+            raise AssertionError(f"{name}({what}): nearest-neighbour downsampling looks at one pixel per token; "
+                                 "average over the token's patch (mode='area')")
+        k = next(k for k, (a, b) in enumerate(zip(got, want)) if not torch.equal(a, b))
+        raise AssertionError(f"{name}({what}, {pns}): scale {k} ({pns[k]}x{pns[k]}) differs from "
+                             f"minivar.sample.scale_masks at {int((got[k] != want[k]).sum())} tokens")
+    _ok(name, "matches minivar.sample.scale_masks")
+
+
 __all__ = [n for n in dir() if n.startswith("check_")]

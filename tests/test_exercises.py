@@ -1,5 +1,6 @@
 """Every notebook checker passes on a reference solution and fails on the blank stub, on a
 function that returns None, and on a typical wrong answer (minivar/exercises.py)."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,18 @@ def key_range(offs, t, mode):
     return (0 if mode == "causal" else offs[k]), offs[k + 1]
 
 
+def mmd2_unbiased(x, y):
+    m, d = len(x), x.shape[1]
+    kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    off = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))  # noqa: E731
+    return off(kxx) + off(kyy) - 2 * kxy.mean()
+
+
+def scale_masks(mask, pns):
+    m = mask.float()[None, None]
+    return [F.interpolate(m, size=(pn, pn), mode="area").flatten(1) >= 0.5 for pn in pns]
+
+
 # ----------------------------------------------------------------------------- typical mistakes
 def offsets_of_sides(pns):
     return [0, *[sum(pns[:k + 1]) for k in range(len(pns))]]
@@ -137,6 +150,17 @@ def key_range_inclusive(offs, t, mode):
     return lo, hi - 1
 
 
+def mmd2_biased(x, y):  # keeps the diagonal k(x_i, x_i) in the within-set means
+    d = x.shape[1]
+    kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+
+
+def scale_masks_strict(mask, pns):  # > 0.5: a token exactly half masked is kept
+    m = mask.float()[None, None]
+    return [F.interpolate(m, size=(pn, pn), mode="area").flatten(1) > 0.5 for pn in pns]
+
+
 CASES = [
     (ex.check_offsets, offsets, offsets_of_sides),
     (ex.check_block_causal_mask, block_causal, gpt_mask),
@@ -148,6 +172,8 @@ CASES = [
     (ex.check_ssd_step, ssd_step, ssd_step_without_dt),
     (ex.check_rescan_token_steps, rescan, rescan_cached),
     (ex.check_key_range, key_range, key_range_inclusive),
+    (ex.check_mmd2_unbiased, mmd2_unbiased, mmd2_biased),
+    (ex.check_scale_masks, scale_masks, scale_masks_strict),
 ]
 IDS = [c[0].__name__ for c in CASES]
 
