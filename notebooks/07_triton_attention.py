@@ -236,5 +236,5 @@ check_key_range(my_key_range)
 # * `TRITON_INTERPRET=1` runs the same kernel on CPU (slowly), which is how minivar's tests check
 #   it without a GPU; keep the blocks ≥ 16 and the shapes tiny.
 #
-# **Read next:** `08_evaluation.ipynb` — measuring sample quality at small scale (coming with the
-# evaluation issue); meanwhile `benchmarks/` prints the kernel's speed tables on a GPU.
+# **Read next:** `08_evaluation.ipynb` — measuring sample quality at small scale, honestly;
+# `benchmarks/attention.py` prints the kernel's tile table (and its speed tables on a GPU).
