@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from minivar.mamba2 import Mamba2, Mamba2Cache, ssd_chunked, ssd_sequential
+from tolerances import close, rel_close
 
 SCHEDULE_16PX = (1, 2, 3, 4)            # pieces of 1, 4, 9, 16 tokens = 30 tokens
 
@@ -26,16 +27,6 @@ def make(d_model=32, ngroups=1, chunk_size=8, dtype=torch.float32, **kw):
         m.D.uniform_(0.5, 1.5)
         m.norm.weight.uniform_(0.5, 1.5)
     return m
-
-
-def close(a, b, tol):
-    err = (a - b).abs().max().item()
-    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
-
-
-def rel_close(a, b, rtol):
-    err = ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-    assert err <= rtol, f"max error {err:.3g} of max |ref| > {rtol:.3g}"
 
 
 # --- forward: three paths agree ----------------------------------------------------------------

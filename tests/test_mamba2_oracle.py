@@ -23,6 +23,7 @@ from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete  # noqa: E402
 from mamba_ssm.ops.triton.selective_state_update import selective_state_update_ref  # noqa: E402
 
 from minivar.mamba2 import GatedRMSNorm, Mamba2, ssd_chunked, ssd_sequential  # noqa: E402
+from tolerances import close, rel_close  # noqa: E402
 
 KW = dict(d_state=16, headdim=16, chunk_size=8)
 
@@ -33,16 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def close(a, b, tol):
-    err = (a - b).abs().max().item()
-    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
-
-
-def rel_close(a, b, rtol):
-    err = ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-    assert err <= rtol, f"max error {err:.3g} of max |ref| > {rtol:.3g}"
 
 
 def ours_and_ref(d_model=32, ngroups=1, **kw):
