@@ -37,6 +37,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a no
 from minivar import data, sample, scales, viz
 from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
+from minivar.train import encode_dataset
 from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
@@ -71,9 +72,8 @@ train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=200, batch_size=32, lr=
 vae.eval()
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-with torch.no_grad():
-    idx = [torch.cat(s) for s in zip(*[vae.encode(train_x[i:i + 256]) for i in range(0, len(train_x), 256)])]
-    targets, inputs = torch.cat(idx, 1), vae.teacher_input(idx)
+targets = encode_dataset(vae, train_x)  # (N, L): the digits encoded once, as minivar.train does
+inputs = vae.teacher_input(list(targets.split(scales.token_counts(patch_nums), dim=1)))
 
 torch.manual_seed(0)
 model = NextScaleTransformer(ModelConfig(mixer="var", depth=4, width=128, heads=4, num_classes=10,

@@ -37,6 +37,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a no
 from minivar import data, scales, viz
 from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
+from minivar.train import encode_dataset
 from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
@@ -58,11 +59,11 @@ train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=200, batch_size=32, lr=
 vae.eval()
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-with torch.no_grad():
-    idx = [torch.cat(s) for s in zip(*[vae.encode(train_x[i:i + 256]) for i in range(0, len(train_x), 256)])]
-    targets, inputs = torch.cat(idx, 1), vae.teacher_input(idx)
-    v_idx = vae.encode(val_x)
-    val_targets, val_inputs = torch.cat(v_idx, 1), vae.teacher_input(v_idx)
+counts = scales.token_counts(patch_nums)
+targets = encode_dataset(vae, train_x)  # (N, L): the digits encoded once, as minivar.train does
+inputs = vae.teacher_input(list(targets.split(counts, dim=1)))
+val_targets = encode_dataset(vae, val_x)
+val_inputs = vae.teacher_input(list(val_targets.split(counts, dim=1)))
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
 # %% [markdown]

@@ -41,6 +41,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a no
 from minivar import data, metrics, runs, scales, viz
 from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
+from minivar.train import encode_dataset
 from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
@@ -92,9 +93,8 @@ train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=150, batch_size=32, lr=
                                                    reseed_every=50), progress=False)
 vae.eval()
 patch_nums = vae.patch_nums
-with torch.no_grad():
-    idx = [torch.cat(s) for s in zip(*[vae.encode(train_x[i:i + 256]) for i in range(0, len(train_x), 256)])]
-    targets, inputs = torch.cat(idx, 1), vae.teacher_input(idx)
+targets = encode_dataset(vae, train_x)  # (N, L): the digits encoded once, as minivar.train does
+inputs = vae.teacher_input(list(targets.split(scales.token_counts(patch_nums), dim=1)))
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
 # %%
