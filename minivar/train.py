@@ -154,6 +154,32 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
+def fit(model: NextScaleTransformer, labels_N, inputs_NLC, targets_NL, cfg: TrainConfig) -> list[float]:
+    """A short in-memory run of the same recipe (for notebooks and quick experiments): no run
+    folder, checkpoints, accumulation or AMP. Uses cfg.steps, batch_size, lr, betas, weight_decay,
+    warm-up / decay, grad_clip and seed; label dropout comes from the model's own cond_drop.
+    Returns the loss of every step; the model is left in eval mode."""
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    g = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    losses = []
+    for _ in range(cfg.steps):
+        rows = torch.randint(len(targets_NL), (cfg.batch_size,), generator=g)
+        loss = next_scale_loss(model(labels_N[rows], inputs_NLC[rows]), targets_NL[rows],
+                               model.config.patch_nums)["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} after {len(losses)} steps; lower the lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def resolve_amp(amp: str, device: torch.device):
     """-> (autocast dtype or None, use a GradScaler)."""
     if amp not in ("auto", "none", "bf16", "fp16"):

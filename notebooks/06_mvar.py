@@ -37,7 +37,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a no
 from minivar import data, scales, viz
 from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train import encode_dataset
+from minivar.train import TrainConfig, encode_dataset, fit
 from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
@@ -97,22 +97,10 @@ print("M-VAR block:", [n for n, _ in blk.named_children()], "| ada_lin out:", bl
 # steps of 32 digits each, same data order. We compare held-out cross-entropy per scale.
 
 # %%
-def train(model, steps=200, batch=32, lr=2e-3):
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (1 - s / steps))
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    losses, t0 = [], time.time()
-    for step in range(steps):
-        rows = torch.randint(len(targets), (batch,), generator=g)
-        loss = next_scale_loss(model(train_y[rows], inputs[rows]), targets[rows], patch_nums)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
+def train(model, steps=200):
+    t0 = time.time()
+    losses = fit(model, train_y, inputs, targets,  # minivar.train: the recipe of notebook 03
+                 TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3
     return losses, time.time() - t0
 
 

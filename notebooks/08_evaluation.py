@@ -39,9 +39,9 @@ import torch
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
 from minivar import data, metrics, runs, scales, viz
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.model import ModelConfig, NextScaleTransformer
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train import encode_dataset
+from minivar.train import TrainConfig, encode_dataset, fit
 from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
@@ -103,22 +103,11 @@ torch.manual_seed(0)
 model = NextScaleTransformer(ModelConfig(mixer="var", depth=4, width=128, heads=4, num_classes=10, vocab_size=256,
                                          z_channels=16, patch_nums=patch_nums, drop_path=0.0,
                                          attn_backend="blocks"))
-steps, batch = 180, 32
-opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.95), weight_decay=0.05)
-sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (1 - s / steps))
-g = torch.Generator().manual_seed(0)
+steps = 180
 t0 = time.time()
-model.train()
-for step in range(steps):
-    rows = torch.randint(len(targets), (batch,), generator=g)
-    loss = next_scale_loss(model(train_y[rows], inputs[rows]), targets[rows], patch_nums)["loss"]
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-    opt.step()
-    sched.step()
-model.eval()
-print(f"VAR: {steps} steps in {time.time() - t0:.0f} s, last loss {loss.item():.3f}")
+losses = fit(model, train_y, inputs, targets,  # minivar.train: the recipe of notebook 03
+             TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3
+print(f"VAR: {steps} steps in {time.time() - t0:.0f} s, last loss {losses[-1]:.3f}")
 
 # %% [markdown]
 # ## 2. The feature network

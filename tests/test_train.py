@@ -151,3 +151,21 @@ def test_atomic_save_never_leaves_half_a_file(tmp_path, monkeypatch):
         atomic_save({"a": torch.zeros(2)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert os.listdir(tmp_path) == ["x.pt"]
+
+
+def test_fit_in_memory_lowers_the_loss_and_uses_the_recipe_groups():
+    from minivar import data as datasets
+    from minivar.model import ModelConfig, NextScaleTransformer
+    from minivar.tokenizer import VQVAE, TokenizerConfig
+    from minivar.train import TrainConfig, encode_dataset, fit
+    torch.manual_seed(0)
+    vae = VQVAE(TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,
+                                z_channels=8, vocab_size=64, patch_nums=(1, 2, 3, 4))).eval()
+    x, y = datasets.synthetic(16, size=16, seed=4)
+    targets = encode_dataset(vae, x)
+    inputs = vae.teacher_input(list(targets.split([1, 4, 9, 16], dim=1)))
+    model = NextScaleTransformer(ModelConfig(mixer="var", depth=2, width=64, heads=2, num_classes=4, vocab_size=64,
+                                             z_channels=8, patch_nums=(1, 2, 3, 4), cond_drop=0.0, drop_path=0.0))
+    losses = fit(model, y, inputs, targets, TrainConfig(steps=60, batch_size=16, base_lr=0.04, warmup_frac=0.1))
+    assert len(losses) == 60 and not model.training
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
