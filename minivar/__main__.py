@@ -6,6 +6,12 @@
     python -m minivar train --out runs/mvar --resume          # continue a stopped / killed run exactly
     python -m minivar sample --run runs/mvar --per-class 8 --cfg 1.5
     python -m minivar eval --run runs/mvar --per-class 20 --seeds 0,1,2
+    python -m minivar sample --official var_d16.pth --tokenizer vae_ch160v4096z32.pth --per-class 50 \
+        --top-k 900 --top-p 0.96 --png-dir out/var_d16 --npz out/var_d16.npz      # ImageNet, 50,000 PNGs
+    python -m minivar fid --samples out/var_d16.npz --ref VIRTUAL_imagenet256_labeled.npz \
+        --inception pt_inception-2015-12-05-6726825d.pth --out out/var_d16_fid.json
+    python -m minivar reconstruct --tokenizer vae_ch160v4096z32.pth --data-path imagenet/val \
+        --png-dir out/rec --npz out/rec.npz --orig-npz out/val.npz                 # rFID: fid rec vs val
 
 `train` takes every field of ``minivar.train.TrainConfig`` as ``--field value`` and a JSON file
 with ``--config file.json`` (command line wins). A run folder holds config.json, metrics.jsonl,
@@ -25,6 +31,7 @@ import time
 import torch
 
 from . import data, viz
+from .fid import EvalInputError
 from .tokenizer import TOKENIZER_PRESETS, VQVAE
 from .train_tokenizer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
 
@@ -38,6 +45,10 @@ def _convert(cls, name: str, value):
     kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
     kind = kind if isinstance(kind, str) else kind.__name__
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[str(value).lower()]
         if isinstance(value, str) and kind == "tuple":
             return tuple(float(v) for v in value.split(","))
         if kind == "tuple":
@@ -133,7 +144,7 @@ def run_tokenizer_training(args, kind: str) -> None:
     torch.manual_seed(args.seed)
     cfg = TOKENIZER_PRESETS[args.preset]
     data_path = getattr(args, "data_path", None)
-    (tx, _), (vx, _) = data.splits(args.data, cfg.image_size, 0.1, args.seed, data_path)  # errors before writing
+    (tx, _), (vx, _) = data.splits(args.data, cfg.image_size, 0.1, 0, data_path)  # same split as `train`'s
     prepare_run_dir(args.out, kind, getattr(args, "overwrite", False))
     tcfg = TokenizerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                 time_limit_s=args.minutes * 60 if args.minutes else None)
@@ -261,7 +272,7 @@ def main(argv=None) -> None:
     for name, helptext in (("sample", "write a class-conditional sample grid"),
                            ("eval", "FD-cls, KID, precision/recall, conditional accuracy, memorisation")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--run", required=True, help="run folder of `train`")
+        s.add_argument("--run", required=name == "eval", help="run folder of `train`")
         s.add_argument("--per-class", type=int, default=8 if name == "sample" else 20)
         s.add_argument("--cfg", type=float, default=1.5)
         s.add_argument("--top-k", type=int, default=0)
@@ -273,9 +284,30 @@ def main(argv=None) -> None:
             s.add_argument("--png-dir", help="write one PNG per sample here instead of a grid (ImageNet: "
                            "--per-class 50 --cfg 1.5 --top-k 900 --top-p 0.96)")
             s.add_argument("--npz", help="with --png-dir: also pack the PNGs into this arr_0 npz")
+            s.add_argument("--official", help="an official VAR / M-VAR checkpoint instead of --run "
+                           "(var_d16.pth, d16.pth, ...); needs --tokenizer")
+            s.add_argument("--tokenizer", help="with --official: vae_ch160v4096z32.pth (or a minivar tokenizer.pt)")
+            s.add_argument("--batch-size", type=int, default=250, help="images per sampling batch (seed + b)")
+            s.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast on CUDA")
         else:
             s.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
             s.add_argument("--classifier", help="frozen feature classifier (default: trained once, cached)")
+    f = sub.add_parser("fid", help="FID / IS / precision / recall of an npz of samples (ImageNet protocol)")
+    f.add_argument("--samples", required=True, help="npz with arr_0 uint8 (N, H, W, 3), e.g. from `sample --npz`")
+    f.add_argument("--ref", required=True, help="reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")
+    f.add_argument("--inception", required=True, help="pt_inception-2015-12-05-6726825d.pth (hash-checked)")
+    f.add_argument("--out", help="JSON report (N, files' SHA-256, every setting)")
+    f.add_argument("--batch-size", type=int, default=200)
+    f.add_argument("--device", help="default: cuda when available")
+    r = sub.add_parser("reconstruct", help="tokenizer reconstructions of an image folder, for the rFID")
+    r.add_argument("--tokenizer", required=True, help="minivar tokenizer.pt or the official vae_ch160v4096z32.pth")
+    r.add_argument("--data", default="imagefolder", choices=("imagefolder",))
+    r.add_argument("--data-path", required=True, help="DIR/<class>/<image> (ImageNet: val/n01440764/*.JPEG)")
+    r.add_argument("--png-dir", required=True, help="one PNG per reconstruction")
+    r.add_argument("--npz", help="also pack the reconstructions into this arr_0 npz")
+    r.add_argument("--orig-npz", help="also write the centre-cropped originals (the rFID reference) here")
+    r.add_argument("--batch-size", type=int, default=50)
+    r.add_argument("--limit", type=int, default=0, help="first N images per class (0: all)")
     args, extra = p.parse_known_args(argv)
     if extra and args.command != "train":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -291,7 +323,13 @@ def main(argv=None) -> None:
             runs.sample_grid(args)
         elif args.command == "eval":
             runs.evaluate(args)
-    except (ConfigError, data.DatasetMissingError, data.DatasetFormatError, runs.RunError) as e:
+        elif args.command == "fid":
+            from .fid import run_fid
+            run_fid(args)
+        elif args.command == "reconstruct":
+            from .fid import reconstruct
+            reconstruct(args)
+    except (ConfigError, data.DatasetMissingError, data.DatasetFormatError, runs.RunError, EvalInputError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -198,47 +198,74 @@ def emoji(size: int = 32, path: str | None = None):
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def image_folder(size: int = 256, path: str | None = None, preprocess: str = "var", limit: int = 0):
-    """``path/<class>/*`` -> images, labels (class = index of the sorted folder name, as ImageFolder).
+def image_folder_files(path: str | None, limit: int = 0) -> tuple[list[str], list[int]]:
+    """``path/<class>/*`` -> (files, labels), class = index of the sorted folder name (as ImageFolder).
 
-    preprocess "var": shorter side -> round(1.125 * size) (Lanczos), centre crop (VAR's val transform;
-    a random crop would defeat the token cache). "none": images must already be size x size.
-    Loads into memory: meant for small folders (limit > 0 keeps the first ``limit`` per class).
+    Lists names only (cheap even for ImageNet's 1.28M files); ``limit`` > 0 keeps the first per class.
     """
-    from PIL import Image, UnidentifiedImageError
     if not path or not os.path.isdir(path):
         raise DatasetMissingError(f"image folder {path!r} does not exist; pass --data_path DIR laid out as "
                                   "DIR/<class>/<image>.png|jpg (ImageNet: train/n01440764/*.JPEG)")
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    files = []
+    files, labels = [], []
     for c, d in enumerate(classes):
         ims = [f for f in sorted(glob.glob(os.path.join(path, d, "*"))) if f.lower().endswith(IMAGE_EXTS)]
-        files += [(f, c) for f in ims[:limit or None]]
+        files += ims[:limit or None]
+        labels += [c] * len(ims[:limit or None])
     if not files:
         raise DatasetFormatError(f"no images ({', '.join(IMAGE_EXTS)}) in {path}/<class>/ "
                                  f"({len(classes)} class folders found)")
-    mid = round(1.125 * size)
-    out, first = [], None
-    for f, _ in files:
-        try:
-            im = Image.open(f).convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DatasetFormatError(f"cannot read image {f}: {e}") from None
-        if preprocess == "none":
-            first = first or (f, im.size)
-            if im.size != first[1] or im.size != (size, size):
-                raise DatasetFormatError(f"mixed image sizes: {first[0]} is {first[1]}, {f} is {im.size}, "
-                                         f"expected {size}x{size}; use preprocess='var' to resize and crop")
-        else:
-            w, h = im.size
-            s = mid / min(w, h)
-            im = im.resize((max(mid, round(w * s)), max(mid, round(h * s))), Image.LANCZOS)
-            w, h = im.size
-            left, top = int(round((w - size) / 2)), int(round((h - size) / 2))
-            im = im.crop((left, top, left + size, top + size))
-        out.append(torch.from_numpy(np.asarray(im).copy()))
-    x = torch.stack(out).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return x.contiguous(), torch.tensor([c for _, c in files])
+    return files, labels
+
+
+def load_image(file: str, size: int, preprocess: str = "var") -> torch.Tensor:
+    """One image file -> uint8 (3, size, size).
+
+    "var": shorter side -> round(1.125 * size) (Lanczos), centre crop (VAR's val transform).
+    "none": the image must already be size x size.
+    """
+    from PIL import Image, UnidentifiedImageError
+    try:
+        im = Image.open(file).convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise DatasetFormatError(f"cannot read image {file}: {e}") from None
+    if preprocess == "none":
+        if im.size != (size, size):
+            raise DatasetFormatError(f"mixed image sizes: {file} is {im.size[0]}x{im.size[1]}, expected "
+                                     f"{size}x{size}; use preprocess='var' to resize and crop")
+    else:
+        mid = round(1.125 * size)
+        w, h = im.size
+        s = mid / min(w, h)
+        im = im.resize((max(mid, round(w * s)), max(mid, round(h * s))), Image.LANCZOS)
+        w, h = im.size
+        left, top = int(round((w - size) / 2)), int(round((h - size) / 2))
+        im = im.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """(uint8 (3, size, size), label) per file, for a DataLoader over folders too big for memory."""
+
+    def __init__(self, files, labels, size: int, preprocess: str = "var"):
+        self.files, self.labels, self.size, self.preprocess = list(files), list(labels), size, preprocess
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return load_image(self.files[i], self.size, self.preprocess), self.labels[i]
+
+
+def image_folder(size: int = 256, path: str | None = None, preprocess: str = "var", limit: int = 0):
+    """``path/<class>/*`` -> images (N, 3, size, size) in [-1, 1], labels (see ``image_folder_files``).
+
+    Loads into memory: meant for small folders (limit > 0 keeps the first ``limit`` per class).
+    ImageNet-size folders go through ``ImageFiles`` (the trainer encodes them in a streaming pass).
+    """
+    files, labels = image_folder_files(path, limit)
+    x = torch.stack([load_image(f, size, preprocess) for f in files]).float() / 127.5 - 1
+    return x.contiguous(), torch.tensor(labels)
 
 
 DATASETS = {"synthetic": synthetic, "digits": digits, "fashion": fashion, "emoji": emoji,
@@ -264,9 +291,14 @@ def splits(name: str, size: int, val_fraction: float = 0.1, seed: int = 0, path:
     return split(*load(name, size, path), val_fraction, seed)
 
 
+def split_indices(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train rows, held-out rows) of n items; at least one held out unless val_fraction is 0."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(n * val_fraction)) if val_fraction > 0 else 0
+    return perm[n_val:], perm[:n_val]
+
+
 def split(images, labels, val_fraction: float = 0.1, seed: int = 0):
     """Seeded random split -> (train_images, train_labels), (val_images, val_labels)."""
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(len(images) * val_fraction))
-    va, tr = perm[:n_val], perm[n_val:]
+    tr, va = split_indices(len(images), val_fraction, seed)
     return (images[tr], labels[tr]), (images[va], labels[va])

@@ -49,6 +49,107 @@ def _as_tensor(name: str, x, what: str) -> torch.Tensor:
     return x
 
 
+# ----------------------------------------------------------------------------- 00 the tour
+def check_coarse_decode(fn) -> None:
+    """fn(vae, indices, k) -> the images decoded from the first k scales only (k = 1..K)."""
+    from .tokenizer import TOKENIZER_PRESETS, VQVAE
+    name = "coarse_decode"
+    torch.manual_seed(0)
+    vae = VQVAE(TOKENIZER_PRESETS["tiny16"]).eval()
+    g = torch.Generator().manual_seed(0)
+    idx = [torch.randint(vae.config.vocab_size, (2, p * p), generator=g) for p in vae.patch_nums]
+    with torch.no_grad():
+        want = vae.decode_per_scale(idx)
+        for k in range(1, len(idx) + 1):
+            got = _as_tensor(name, _call(name, fn, vae, [i.clone() for i in idx], k), "the result")
+            if got.shape != want[0].shape:
+                raise AssertionError(f"{name}: shape {tuple(got.shape)}, expected {tuple(want[0].shape)} (B, 3, H, W)")
+            if torch.allclose(got, want[k - 1], atol=1e-5):
+                continue
+            for j, w in enumerate(want):
+                if torch.allclose(got, w, atol=1e-5):
+                    raise AssertionError(f"{name}(k={k}): you decoded scales 0..{j}, i.e. {j + 1} scales; k counts "
+                                         "scales, so k=1 is the 1x1 scale alone")
+            raise AssertionError(f"{name}(k={k}): differs from vae.decode_per_scale(indices)[k-1]; every scale "
+                                 "adds to the same f_hat, so scales 0..k-1 together make the picture")
+    _ok(name, f"k = 1..{len(idx)} match vae.decode_per_scale")
+
+
+def check_mamba_fraction(fn) -> None:
+    """fn(model) -> the fraction (0..1) of the model's parameters that sit in its Mamba2 layers."""
+    from .mamba2 import Mamba2
+    from .model import ModelConfig, NextScaleTransformer
+    name = "mamba_fraction"
+    for depth, width in ((2, 64), (3, 96)):
+        model = NextScaleTransformer(ModelConfig(mixer="mvar", depth=depth, width=width, heads=2, num_classes=3,
+                                                 vocab_size=32, z_channels=8, patch_nums=(1, 2)))
+        total = sum(p.numel() for p in model.parameters())
+        mamba = sum(p.numel() for m in model.modules() if isinstance(m, Mamba2) for p in m.parameters())
+        got, want = float(_call(name, fn, model)), mamba / total
+        if abs(got - 100 * want) < 1e-6:
+            raise AssertionError(f"{name}: {got:.2f} is a percentage; return a fraction between 0 and 1")
+        n_tensors = sum(1 for m in model.modules() if isinstance(m, Mamba2) for _ in m.parameters())
+        if abs(got - n_tensors / len(list(model.parameters()))) < 1e-9:
+            raise AssertionError(f"{name}: you counted tensors; count their elements (p.numel())")
+        if abs(got - want) > 1e-9:
+            raise AssertionError(f"{name}(depth {depth}, width {width}): got {got:.4f}, expected {want:.4f}")
+    _ok(name, f"{want:.3f} for a depth-3 width-96 M-VAR")
+
+
+# ----------------------------------------------------------------------------- 09 scaling up
+def check_welch_t(fn) -> None:
+    """fn(a, b) -> Welch's t statistic of two lists of per-seed numbers (sample variances, ddof=1)."""
+    name = "welch_t"
+    cases = [([10.0, 12.0, 11.0], [14.0, 15.0, 13.5]), ([3.1, 2.9, 3.4, 3.0], [3.3, 3.2]), ([1.0, 2.0], [1.0, 3.0])]
+    for a, b in cases:
+        got = float(_call(name, fn, list(a), list(b)))
+        ta, tb = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+
+        def t(ddof):
+            se = (ta.var(correction=ddof) / len(a) + tb.var(correction=ddof) / len(b)).sqrt()
+            return ((ta.mean() - tb.mean()) / se).item()
+        if abs(got - t(1)) < 1e-9:
+            continue
+        if abs(got - t(0)) < 1e-9:
+            raise AssertionError(f"{name}{(a, b)}: that uses the population variance; with 3 seeds use the sample "
+                                 "variance (divide by n - 1)")
+        if abs(got + t(1)) < 1e-9:
+            raise AssertionError(f"{name}: the sign is flipped -- compute mean(a) - mean(b)")
+        raise AssertionError(f"{name}{(a, b)}: got {got:.4f}, expected {t(1):.4f}")
+    _ok(name)
+
+
+# ----------------------------------------------------------------------------- 10 ImageNet-256
+def check_accumulation(fn) -> None:
+    """fn(global_batch, gpus, max_micro) -> (micro, accum): micro * accum * gpus == global_batch with the largest
+    micro-batch <= max_micro; ValueError when global_batch is not a multiple of gpus."""
+    name = "accumulation"
+    for gb, gpus, mm in ((768, 16, 48), (768, 8, 32), (768, 4, 40), (768, 1, 64), (1024, 8, 100)):
+        got = _call(name, fn, gb, gpus, mm)
+        per = gb // gpus
+        want = max(m for m in range(1, mm + 1) if per % m == 0)
+        micro, accum = (int(v) for v in got)
+        if micro * accum == gb and gpus > 1:
+            raise AssertionError(f"{name}({gb}, {gpus}, {mm}): micro x accum = {gb} ignores the {gpus} GPUs; each "
+                                 f"GPU holds {per} images per step")
+        if micro * accum * gpus != gb:
+            raise AssertionError(f"{name}({gb}, {gpus}, {mm}): {micro} x {accum} x {gpus} != {gb}")
+        if micro > mm:
+            raise AssertionError(f"{name}({gb}, {gpus}, {mm}): micro-batch {micro} does not fit (max {mm})")
+        if micro != want:
+            raise AssertionError(f"{name}({gb}, {gpus}, {mm}): micro {micro} works but {want} is larger (fewer, "
+                                 "faster accumulation steps)")
+    try:
+        fn(1000, 3, 64)
+    except ValueError:
+        pass
+    except NotImplementedError:
+        raise AssertionError(f"{name}: not written yet") from None
+    else:
+        raise AssertionError(f"{name}(1000, 3, 64): 1000 images cannot split over 3 GPUs; raise ValueError")
+    _ok(name)
+
+
 # ----------------------------------------------------------------------------- 01 scales and tokens
 def check_offsets(fn) -> None:
     """fn(patch_nums) -> [0, n0, n0+n1, ..., L]: where each scale starts in the token sequence."""

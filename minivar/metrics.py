@@ -175,10 +175,22 @@ def load_classifier(path: str) -> tuple[SmallCNN, dict]:
 
 
 # ---------------------------------------------------------------------- the report
+def round_robin(labels_N: torch.Tensor) -> torch.Tensor:
+    """An order of 0..N-1 that cycles through the classes (first of each class, then the second, ...),
+    so that any prefix of it keeps the classes balanced."""
+    order = torch.argsort(labels_N, stable=True)
+    counts = torch.bincount(labels_N)
+    rank = torch.empty_like(labels_N)
+    rank[order] = torch.arange(len(labels_N)) - (torch.cumsum(counts, 0) - counts)[labels_N[order]]
+    return torch.argsort(rank * (int(labels_N.max()) + 1) + labels_N, stable=True)
+
+
 def evaluate_samples(clf: SmallCNN, fake, fake_labels, real_test, real_train, kid_subset: int = 100) -> dict:
-    """Every small-data metric of a set of generated images (N fake; the reals are cut to N)."""
+    """Every small-data metric of a set of generated images (N fake; the reals are cut to N).
+    When there are more samples than reals, the kept samples are spread evenly over the classes."""
     n = min(len(fake), len(real_test), len(real_train))
-    fake, fake_labels = fake[:n], fake_labels[:n]
+    keep = round_robin(fake_labels)[:n]
+    fake, fake_labels = fake[keep], fake_labels[keep]
     f_fake, pred = classify(clf, fake)
     f_test, _ = classify(clf, real_test[:n])
     f_train, _ = classify(clf, real_train[:n])

@@ -144,6 +144,20 @@ def load_vae(path_or_state_dict, patch_nums=None, norm_groups: int = 32) -> VQVA
     return vae.eval().requires_grad_(False)
 
 
+def load_tokenizer(path: str) -> VQVAE:
+    """A tokenizer from either kind of file: a minivar ``tokenizer.pt`` or an official VAR
+    tokenizer (``vae_ch160v4096z32.pth``, 256 px schedule). Read once; in eval mode."""
+    blob = safe_load(path)
+    if isinstance(blob, dict) and blob.get("kind") == "minivar-tokenizer":
+        vae = VQVAE(TokenizerConfig(**blob["config"]))
+        vae.load_state_dict(blob["state_dict"])
+        return vae.eval()
+    if isinstance(blob, dict) and blob.get("kind") in ("minivar-model", "minivar-train"):
+        raise CheckpointError(f"{path} is a minivar transformer file, not a tokenizer; pass the tokenizer.pt "
+                              "written by `train-tokenizer` (or the official vae_ch160v4096z32.pth)")
+    return load_vae(blob)
+
+
 # ---------------------------------------------------------------------------- transformers
 # derived buffers the official files carry; we rebuild them from the schedule
 _TRANSFORMER_BUFFERS = re.compile(r"^(lvl_1L|attn_bias_for_masking|blocks\.\d+\.attn\.(zero_k_bias|patch_nums))$")

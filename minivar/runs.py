@@ -1,7 +1,8 @@
-"""Run folders: what the CLI verbs `train`, `sample`, `eval` and `demo` do around ``train.py``.
+"""Run folders: what the CLI verbs `train`, `sample`, `eval`, `reconstruct` and `demo` do around ``train.py``.
 
 A run folder holds config.json, metrics.jsonl, ckpt/step_*.pt (keep-last-N), model.pt, tokens.pt
-(the dataset encoded once by the frozen tokenizer), samples/*.png and eval.json.
+(the dataset encoded once by the frozen tokenizer), samples/*.png and eval.json. ``sample`` also takes
+an official VAR / M-VAR checkpoint instead of a run, and shares its batches over torchrun ranks.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import data, metrics, viz
+from . import data, metrics, official, viz
 from .model import ModelConfig
+from .official import load_tokenizer
 from .tokenizer import VQVAE, CheckpointError
 from .train import TrainConfig, TrainingDiverged, load_model, train
 
@@ -50,15 +52,18 @@ def check_train_inputs(cfg: TrainConfig) -> None:
         raise RunError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt (train one with "
                        "`python -m minivar train-tokenizer --out runs/tok`)")
     try:
-        vae = VQVAE.load(cfg.tokenizer)
+        vae = load_tokenizer(cfg.tokenizer)
     except CheckpointError as e:
         raise RunError(str(e)) from None
     try:
         mcfg = ModelConfig(mixer=cfg.mixer, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
                            vocab_size=vae.config.vocab_size, z_channels=vae.config.z_channels,
-                           patch_nums=vae.patch_nums, d_state=cfg.d_state, mamba_headdim=cfg.mamba_headdim)
+                           patch_nums=vae.patch_nums, d_state=cfg.d_state, mamba_headdim=cfg.mamba_headdim,
+                           mvar_gamma3_init=cfg.mvar_gamma3_init)
     except ValueError as e:
         raise RunError(f"bad model settings: {e}") from None
+    if cfg.lr_schedule not in ("linear", "var"):
+        raise RunError(f"lr_schedule must be 'linear' or 'var' (VAR's lin0), got {cfg.lr_schedule!r}")
     if mcfg.mixer == "mvar" and (mcfg.width * 2) % cfg.mamba_headdim:
         raise RunError(f"mamba_headdim {cfg.mamba_headdim} must divide 2 x width = {2 * mcfg.width}")
     if cfg.amp not in ("auto", "none", "bf16", "fp16"):
@@ -69,7 +74,10 @@ def check_train_inputs(cfg: TrainConfig) -> None:
     if cfg.batch_size % world:
         raise RunError(f"batch_size {cfg.batch_size} is not a multiple of the {world} ranks")
     try:
-        _, y = data.load(cfg.data, vae.config.image_size, cfg.data_path or None)
+        if cfg.data == "imagefolder":  # list the files only: ImageNet does not fit in memory
+            y = torch.tensor(data.image_folder_files(cfg.data_path or None)[1])
+        else:
+            _, y = data.load(cfg.data, vae.config.image_size, cfg.data_path or None)
     except ValueError as e:
         raise RunError(str(e)) from None
     n_cls = int(y.max()) + 1
@@ -82,13 +90,14 @@ def _sampler_callback(out: str, vae: VQVAE, per_class: int = 4):
     def on_sample(model, step):
         path = os.path.join(out, "samples", f"step_{step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        vae.to(model.pos_1LC.device)  # the trainer's model may be on CUDA
         save_class_grid(model, vae, path, per_class, cfg=1.5, top_k=0, top_p=0.0, seed=0)
     return on_sample
 
 
 def train_in_folder(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True) -> dict:
     init_distributed()
-    vae = VQVAE.load(cfg.tokenizer)
+    vae = load_tokenizer(cfg.tokenizer)
     try:
         return train(cfg, out, resume=resume, progress=progress, on_sample=_sampler_callback(out, vae))
     except TrainingDiverged as e:
@@ -99,7 +108,7 @@ def calibrate_steps(cfg: TrainConfig, seconds: float, num_classes: int) -> int:
     """How many optimizer steps of ``cfg`` fit in ``seconds`` here (times 3 steps on random tokens)."""
     from .model import NextScaleTransformer, next_scale_loss
     from .train import model_config_for
-    vae = VQVAE.load(cfg.tokenizer)
+    vae = load_tokenizer(cfg.tokenizer)
     model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
     opt = torch.optim.AdamW(model.parameters())
     mc, n = model.config, cfg.micro_batch
@@ -153,44 +162,108 @@ def _load_run(run: str, checkpoint: str | None):
             raise RunError(f"{run} has no model.pt and no checkpoint yet")
         path = ck[-1]
     try:
-        return tcfg, load_model(path), VQVAE.load(tcfg.tokenizer).eval(), path
+        return tcfg, load_model(path), load_tokenizer(tcfg.tokenizer).eval(), path
     except CheckpointError as e:
         raise RunError(str(e)) from None
 
 
+def _load_official(path: str, tokenizer: str | None):
+    """An official VAR / M-VAR checkpoint (kind read off its keys) and its tokenizer."""
+    if not tokenizer:
+        raise RunError("--official needs --tokenizer (the official vae_ch160v4096z32.pth)")
+    try:
+        vae = load_tokenizer(tokenizer)
+        sd = official._as_state_dict(path)
+        load = official.load_mvar if any(".mamba." in k for k in sd) else official.load_var
+        return load(sd, vae=vae), vae
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "none" or device.type != "cuda":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+
+
 @torch.no_grad()
 def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k: int, top_p: float, seed: int,
-                     batch_size: int = 250, npz: str | None = None) -> int:
+                     batch_size: int = 250, npz: str | None = None, info: dict | None = None,
+                     amp: str = "none") -> int:
     """per_class PNGs of every class (ImageNet protocol: 50 x 1000), ``{class:04d}_{i:03d}.png``, optionally
-    packed into an ``arr_0`` npz. Batch b uses seed ``seed + b``; the file order is class-major."""
+    packed into an ``arr_0`` npz. Batch b uses seed ``seed + b``; the file order is class-major.
+
+    Under torchrun every rank takes batches b = rank, rank + W, ... (same images as one process); a
+    batch whose PNGs all exist is skipped, so a stopped run continues. The settings go to
+    ``folder/sampling.json`` and beside the npz (``samples.json``), where ``fid`` picks them up.
+    """
     from PIL import Image
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     os.makedirs(folder, exist_ok=True)
+    device = model.pos_1LC.device
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
+    name = lambda i: os.path.join(folder, f"{i // per_class:04d}_{i % per_class:03d}.png")  # noqa: E731
+    t0, done = time.time(), 0
     for b, start in enumerate(range(0, len(labels), batch_size)):
-        lab = labels[start:start + batch_size]
-        x = model.generate(lab, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + b, vae=vae)
-        for j, im in enumerate(metrics.to_uint8_nhwc(x)):
-            i = start + j
-            Image.fromarray(im).save(os.path.join(folder, f"{i // per_class:04d}_{i % per_class:03d}.png"))
-    if npz:
-        metrics.pack_npz(folder, npz)
+        idx = range(start, min(start + batch_size, len(labels)))
+        if b % world != rank or all(os.path.exists(name(i)) for i in idx):
+            continue
+        with _autocast(amp, device):
+            x = model.generate(labels[start:idx.stop], cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + b, vae=vae)
+        for i, im in zip(idx, metrics.to_uint8_nhwc(x)):
+            Image.fromarray(im).save(name(i))
+        done += len(idx)
+        if rank == 0 and len(labels) > batch_size:
+            print(f"  batch {b + 1}/{-(-len(labels) // batch_size)}: {done * world / (time.time() - t0):.1f} img/s "
+                  "(all ranks)", flush=True)
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        settings = {"N": len(labels), "per_class": per_class, "cfg": cfg, "top_k": top_k, "top_p": top_p,
+                    "seed": seed, "seed_rule": "batch b uses seed + b", "batch_size": batch_size, "amp": amp,
+                    "device": str(device), "ranks": world, "torch": torch.__version__, **(info or {})}
+        write_json(os.path.join(folder, "sampling.json"), settings)
+        if npz:
+            metrics.pack_npz(folder, npz)
+            write_json(os.path.splitext(npz)[0] + ".json", settings)
     return len(labels)
 
 
 def sample_grid(args) -> str:
-    _, model, vae, _ = _load_run(args.run, args.checkpoint)
+    if getattr(args, "official", None):
+        model, vae = _load_official(args.official, args.tokenizer)
+        files = args.official, args.tokenizer
+    elif args.run:
+        _, model, vae, path = _load_run(args.run, args.checkpoint)
+        files = path, vae_path(args.run)
+    else:
+        raise RunError("pass --run RUN_FOLDER, or --official CHECKPOINT --tokenizer TOKENIZER")
+    info = {k: {"path": os.path.abspath(f), "sha256": metrics.sha256_file(f)}
+            for k, f in zip(("model", "tokenizer"), files)}
+    rank, _ = init_distributed()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    model, vae = model.to(device), vae.to(device)
+    info.update(mixer=model.config.mixer, depth=model.config.depth, attn_backend=model.config.attn_backend)
     if getattr(args, "png_dir", None):
         n = sample_to_folder(model, vae, args.png_dir, args.per_class, args.cfg, args.top_k, args.top_p,
-                             args.seed, npz=args.npz)
-        print(f"wrote {n} PNGs to {args.png_dir}" + (f" and packed them into {args.npz}" if args.npz else "")
-              + f" (cfg {args.cfg}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed})")
+                             args.seed, args.batch_size, npz=args.npz, info=info, amp=args.amp)
+        if rank == 0:
+            print(f"wrote {n} PNGs to {args.png_dir}" + (f" and packed them into {args.npz}" if args.npz else "")
+                  + f" (cfg {args.cfg}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed})")
         return args.png_dir
-    png = args.png or os.path.join(args.run, "samples", f"sample_cfg{args.cfg:g}_seed{args.seed}.png")
+    if rank:
+        return ""
+    png = args.png or os.path.join(args.run or ".", "samples", f"sample_cfg{args.cfg:g}_seed{args.seed}.png")
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     save_class_grid(model, vae, png, args.per_class, args.cfg, args.top_k, args.top_p, args.seed)
     print(f"wrote {png}: one column per class, {args.per_class} samples each "
           f"(cfg {args.cfg}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed})")
     return png
+
+
+def vae_path(run: str) -> str:
+    with open(os.path.join(run, "config.json")) as f:
+        return json.load(f)["train"]["tokenizer"]
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -215,7 +288,7 @@ def get_classifier(name: str, size: int, path: str | None, seed: int = 0, epochs
 def evaluate(args) -> dict:
     tcfg, model, vae, model_path = _load_run(args.run, args.checkpoint)
     size = vae.config.image_size
-    (tx, ty), (vx, vy) = data.splits(tcfg.data, size, tcfg.val_fraction, tcfg.seed, tcfg.data_path or None)
+    (tx, ty), (vx, vy) = data.splits(tcfg.data, size, tcfg.val_fraction, tcfg.split_seed, tcfg.data_path or None)
     clf, clf_info = get_classifier(tcfg.data, size, args.classifier, data_path=tcfg.data_path or None)
     seeds = [int(s) for s in str(args.seeds).split(",")]
     sampling = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p, "per_class": args.per_class}

@@ -4,9 +4,12 @@ The recipe of the VAR paper (Tian et al. 2024, Sec. 4 and App.), scaled down for
 
     AdamW(betas=(0.9, 0.95), weight_decay=0.05) -- no decay on biases, gains, 1-D tensors,
         position / level embeddings and the attention temperatures;
-    lr = base_lr * batch / 256, linear warm-up (2% of steps) then linear decay;
+    lr = base_lr * batch / 256, linear warm-up (2% of steps) then linear decay (``lr_schedule``
+        "var": VAR's lin0 -- warm-up from 0.5% of the peak, hold 5%, decay; ``final_weight_decay``:
+        VAR's cosine weight-decay schedule);
     gradient clipping at 2.0; labels dropped to the null class (cond_drop, for CFG); drop-path;
-    AMP on CUDA (bf16, or fp16 with a GradScaler); optional weight EMA.
+    AMP on CUDA (bf16, or fp16 with a GradScaler); optional weight EMA and torch.compile.
+    The ImageNet presets in configs/imagenet/ set these to the official numbers.
 
 CPU facts that shape this file (SPEC Sec. 10): the tokenizer encoder costs more than a training
 step, so the dataset is encoded *once* and cached as token indices (``tokens.pt`` in the run
@@ -29,6 +32,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,9 +41,10 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from . import data as datasets
 from .model import ModelConfig, NextScaleTransformer, next_scale_loss
+from .official import load_tokenizer
 from .tokenizer import VQVAE, CheckpointError, atomic_save, safe_load
+from .tokens import encode_dataset, load_tokens  # noqa: F401  (encode_dataset: re-exported for notebooks)
 
 
 @dataclass
@@ -49,6 +54,7 @@ class TrainConfig:
     tokenizer: str = ""  # path of a tokenizer.pt written by `train-tokenizer`
     num_classes: int = 0  # 0: from the data (max label + 1)
     val_fraction: float = 0.1  # held out (seeded split, same as train-tokenizer's)
+    split_seed: int = 0  # seed of that split: a property of the data, not of the run (``seed``)
     # model
     mixer: str = "mvar"  # "var" or "mvar"
     depth: int = 4
@@ -58,6 +64,9 @@ class TrainConfig:
     mamba_headdim: int = 32
     cond_drop: float = 0.1
     drop_path: float = -1.0  # <0: 0.1 * depth / 24
+    attn_l2_norm: bool = True  # cosine attention (VAR: on; the released M-VAR d16/d20: off)
+    init_adaln_gamma: float = 1e-5  # AdaLN gate init (VAR --alng: 1e-3 d16/d20, 1e-4 d24, 1e-5 d30)
+    mvar_gamma3_init: str = "small"  # "official": M-VAR's FFN gate at 0.5 (see ModelConfig)
     # optimisation
     steps: int = 1000
     batch_size: int = 64  # global batch per optimizer step (all ranks together)
@@ -66,10 +75,13 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.05
     warmup_frac: float = 0.02
-    final_lr_frac: float = 0.01  # linear decay to this fraction of the peak
+    final_lr_frac: float = 0.01  # linear decay to this fraction of the peak (VAR --wpe)
+    lr_schedule: str = "linear"  # "linear", or "var" (VAR's lin0: start at 0.5%, hold the peak 5%)
+    final_weight_decay: float = -1.0  # <0: constant; else cosine from weight_decay to this (VAR --twde)
     grad_clip: float = 2.0
     ema: float = 0.0  # weight EMA decay, e.g. 0.999 (0: off); sampling then uses the EMA weights
     amp: str = "auto"  # auto (bf16 / fp16 on CUDA, off on CPU), none, bf16, fp16
+    compile: bool = False  # torch.compile the training forward (CUDA)
     seed: int = 0
     # bookkeeping
     log_every: int = 10
@@ -87,34 +99,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left untouched."""
 
 
-# ---------------------------------------------------------------------- data: encode once, cache
-@torch.no_grad()
-def encode_dataset(vae: VQVAE, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Images (N, 3, S, S) -> token indices (N, L), scales concatenated coarse -> fine."""
-    vae.eval()
-    out = [torch.cat(vae.encode(images[i:i + batch_size]), 1) for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
-
-
-def load_tokens(cfg: TrainConfig, vae: VQVAE, cache_path: str):
-    """(train_idx (N, L), train_y, val_idx, val_y), from ``cache_path`` when it matches."""
-    key = {"data": cfg.data, "data_path": cfg.data_path, "tokenizer": os.path.abspath(cfg.tokenizer),
-           "tokenizer_mtime": os.path.getmtime(cfg.tokenizer), "val_fraction": cfg.val_fraction,
-           "seed": cfg.seed}
-    if os.path.exists(cache_path):
-        blob = safe_load(cache_path)
-        if blob.get("key") == key:
-            return blob["train"], blob["train_y"], blob["val"], blob["val_y"]
-    (tx, ty), (vx, vy) = datasets.splits(cfg.data, vae.config.image_size, cfg.val_fraction, cfg.seed,
-                                         cfg.data_path or None)
-    t0 = time.time()
-    tr, va = encode_dataset(vae, tx), encode_dataset(vae, vx)
-    print(f"encoded {len(tx) + len(vx)} images once with the frozen tokenizer ({time.time() - t0:.1f} s) "
-          f"-> {cache_path}")
-    atomic_save({"key": key, "train": tr, "train_y": ty, "val": va, "val_y": vy}, cache_path)
-    return tr, ty, va, vy
-
-
+# ---------------------------------------------------------------------- data order
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
     """Dataset rows of global batch ``step``: consecutive slices of per-epoch seeded permutations."""
     start = step * batch_size
@@ -144,14 +129,32 @@ def param_groups(model: torch.nn.Module, weight_decay: float):
 
 
 def lr_lambda(cfg: TrainConfig):
+    """Multiplier of the peak lr at each step: "linear" (ours) or "var" (utils/lr_control.py, lin0)."""
     warm = max(1, round(cfg.warmup_frac * cfg.steps))
+    end = cfg.final_lr_frac
 
-    def f(step: int) -> float:
+    def linear(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
-        return 1.0 + (cfg.final_lr_frac - 1.0) * t
-    return f
+        return 1.0 + (end - 1.0) * t
+
+    def var_lin0(step: int) -> float:
+        if step < warm:
+            return 0.005 + 0.995 * step / warm
+        t = min(1.0, (step - warm) / max(1, cfg.steps - 1 - warm))
+        return 1.0 if t < 0.05 else end + (1 - end) * (1 - t) / 0.95
+    if cfg.lr_schedule not in ("linear", "var"):
+        raise ValueError(f"lr_schedule must be 'linear' or 'var', got {cfg.lr_schedule!r}")
+    return linear if cfg.lr_schedule == "linear" else var_lin0
+
+
+def weight_decay_at(cfg: TrainConfig, step: int) -> float:
+    """VAR's weight decay: cosine from weight_decay to final_weight_decay (constant when the latter < 0)."""
+    if cfg.final_weight_decay < 0:
+        return cfg.weight_decay
+    t = step / max(1, cfg.steps - 1)
+    return cfg.final_weight_decay + (cfg.weight_decay - cfg.final_weight_decay) * (0.5 + 0.5 * math.cos(math.pi * t))
 
 
 def fit(model: NextScaleTransformer, labels_N, inputs_NLC, targets_NL, cfg: TrainConfig) -> list[float]:
@@ -210,7 +213,9 @@ def model_config_for(cfg: TrainConfig, vae: VQVAE, num_classes: int) -> ModelCon
     return ModelConfig(mixer=cfg.mixer, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
                        num_classes=num_classes, vocab_size=vae.config.vocab_size,
                        z_channels=vae.config.z_channels, patch_nums=vae.patch_nums, d_state=cfg.d_state,
-                       mamba_headdim=cfg.mamba_headdim, cond_drop=cfg.cond_drop, drop_path=cfg.drop_path)
+                       mamba_headdim=cfg.mamba_headdim, cond_drop=cfg.cond_drop, drop_path=cfg.drop_path,
+                       attn_l2_norm=cfg.attn_l2_norm, init_adaln_gamma=cfg.init_adaln_gamma,
+                       mvar_gamma3_init=cfg.mvar_gamma3_init)
 
 
 def load_model(path: str, map_location="cpu") -> NextScaleTransformer:
@@ -232,6 +237,11 @@ def _accumulate(total: dict | None, part: dict, w: float) -> dict:
             for k, v in part.items()}
 
 
+def _hms(seconds: float) -> str:
+    d, rest = divmod(int(seconds), 86400)
+    return (f"{d}d " if d else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
+
+
 def _dist_info():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -239,8 +249,11 @@ def _dist_info():
 
 
 def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True,
-          on_sample=None) -> dict:
+          on_sample=None, stop_at: int = 0) -> dict:
     """Train in ``run_dir`` (config.json written by the caller); returns the last log record.
+
+    ``stop_at`` > 0 ends the sitting after that step, with a checkpoint, as the ``minutes`` limit
+    does: the learning-rate schedule still spans ``cfg.steps`` and ``resume`` continues the run.
 
     Runs on every rank of a torch.distributed group when one is initialised (only rank 0 writes).
     ``on_sample(model, step)`` is called on rank 0 every ``sample_every`` steps and at the end.
@@ -254,15 +267,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     if not cfg.tokenizer:
         raise ValueError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt "
                          "(train one with `python -m minivar train-tokenizer`)")
-    vae = VQVAE.load(cfg.tokenizer).to(device).requires_grad_(False).eval()
-    cache = os.path.join(run_dir, "tokens.pt")
-    if rank == 0:
-        tokens = load_tokens(cfg, vae, cache)
-    if world > 1:
-        dist.barrier()
-        if rank:
-            tokens = load_tokens(cfg, vae, cache)
-    tr_idx, tr_y, _, _ = tokens
+    vae = load_tokenizer(cfg.tokenizer).to(device).requires_grad_(False).eval()
+    tr_idx, tr_y, _, _ = load_tokens(cfg, vae, os.path.join(run_dir, "tokens.pt"), rank, world)
     n_cls = int(tr_y.max()) + 1
     if cfg.num_classes and cfg.num_classes < n_cls:
         raise ValueError(f"num_classes={cfg.num_classes} but the data '{cfg.data}' has labels up to "
@@ -300,6 +306,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         with open(log_path, "w") as f:
             f.write("".join(r + "\n" for r in keep))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    fwd = torch.compile(ddp) if cfg.compile else ddp  # weights stay in `model` (no _orig_mod. prefix)
     n_local = cfg.batch_size // world
     micro = [(i, min(i + cfg.micro_batch, n_local)) for i in range(0, n_local, cfg.micro_batch)]
     if rank == 0:
@@ -308,22 +315,23 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
               f"{len(tr_idx)} training images of {cfg.data}, {mcfg.num_classes} classes, L={model.L}; "
               f"batch {cfg.batch_size} = {world} rank(s) x {len(micro)} micro-batch(es), lr {cfg.lr:.2e}")
     model.train()
-    t0, seen, rec = time.time(), 0, {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank > 0, desc=cfg.mixer,
+    t0, seen, rec, first = time.time(), 0, {}, step
+    lines = progress and rank == 0 and not sys.stderr.isatty()  # logs of batch jobs: plain lines, no bar
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank > 0 or lines, desc=cfg.mixer,
                dynamic_ncols=True)
     while step < cfg.steps:
         rows = batch_indices(step, cfg.batch_size, len(tr_idx), cfg.seed)[rank * n_local:(rank + 1) * n_local]
         opt.zero_grad(set_to_none=True)
         stats = None
         for j, (a, b) in enumerate(micro):
-            idx_BL, y_B = tr_idx[rows[a:b]].to(device), tr_y[rows[a:b]].to(device)
+            idx_BL, y_B = tr_idx[rows[a:b]].to(device).long(), tr_y[rows[a:b]].to(device)
             x_in = vae.teacher_input(list(idx_BL.split([p * p for p in mcfg.patch_nums], 1)))
             sync = nullcontext() if (j == len(micro) - 1 or world == 1) else ddp.no_sync()
             with sync, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 # label dropout / drop-path draws: a function of (seed, step, micro-batch) only
                 torch.manual_seed((cfg.seed * 1_000_003 + step) * 4096 + rank * len(micro) + j)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = next_scale_loss(ddp(y_B, x_in), idx_BL, mcfg.patch_nums)
+                    out = next_scale_loss(fwd(y_B, x_in), idx_BL, mcfg.patch_nums)
                 w = (b - a) / n_local
                 scaler.scale(out["loss"] * w).backward()
             stats = _accumulate(stats, {**out, "loss": out["loss"].item()}, w)
@@ -342,6 +350,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                                    f"--resume and a lower base_lr (now {cfg.base_lr})")
         scaler.unscale_(opt)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        opt.param_groups[0]["weight_decay"] = weight_decay_at(cfg, step)  # group 0: the decayed weights
         scaler.step(opt)
         scaler.update()
         sched.step()
@@ -352,15 +361,19 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         step += 1
         seen += cfg.batch_size
         bar.update(1)
-        ips = seen / max(time.time() - t0, 1e-9)
+        elapsed = max(time.time() - t0, 1e-9)
+        ips, eta = seen / elapsed, (cfg.steps - step) * elapsed / (step - first)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{ips:.0f}")
-        out_of_time = cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60
+        out_of_time = (cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60) or step == stop_at
         done = step == cfg.steps or out_of_time
         if rank == 0 and (step % cfg.log_every == 0 or done):
             rec = {"step": step, **stats, "lr": sched.get_last_lr()[0], "grad_norm": gnorm, "img_per_s": ips,
-                   "epoch": step * cfg.batch_size / len(tr_idx)}
+                   "epoch": step * cfg.batch_size / len(tr_idx), "eta_s": eta}
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if lines:
+                print(f"step {step}/{cfg.steps} ep {rec['epoch']:.2f} | loss {stats['loss']:.3f} acc "
+                      f"{stats['acc']:.3f} | lr {rec['lr']:.2e} | {ips:.0f} img/s | ETA {_hms(eta)}", flush=True)
         if rank == 0 and (step % cfg.ckpt_every == 0 or done):
             pos = step * cfg.batch_size
             save_checkpoint(run_dir, {
@@ -377,7 +390,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
             os.kill(os.getpid(), 9)
         if out_of_time:
             if rank == 0:
-                print(f"\nstopping at step {step}: the {cfg.minutes} min limit is reached")
+                print(f"\nstopping at step {step}: " + (f"stop_at={stop_at}" if step == stop_at else
+                                                          f"the {cfg.minutes} min limit is reached"))
             break
     bar.close()
     if rank == 0:

@@ -85,8 +85,11 @@ def _lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
 
 
 def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig | None = None,
-                    progress: bool = True, log=None) -> list[dict]:
+                    progress: bool = True, log=None, stop_at: int = 0) -> list[dict]:
     """Train ``vae`` in place on ``images`` (N, 3, S, S) in [-1, 1]. Returns the logged history.
+
+    ``stop_at`` > 0 stops after that many steps (the schedule still spans ``cfg.steps``), as
+    ``time_limit_s`` does.
 
     ``log(record)`` is called every ``log_every`` steps with a dict (step, loss parts, psnr,
     per-scale usage, re-seeded codes, images/s).
@@ -140,7 +143,7 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
                 reseeded = len(dead)
                 hits_V.zero_()
         last = step == cfg.steps - 1
-        out_of_time = cfg.time_limit_s is not None and time.time() - t0 > cfg.time_limit_s
+        out_of_time = (cfg.time_limit_s is not None and time.time() - t0 > cfg.time_limit_s) or step + 1 == stop_at
         if (step + 1) % cfg.log_every == 0 or last or out_of_time:
             usage, ppl = code_stats(window, V)
             rec_ = {"step": step + 1, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),

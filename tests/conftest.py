@@ -12,7 +12,7 @@ if not torch.cuda.is_available():  # on a GPU the kernels compile for real
 
 import pytest  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)

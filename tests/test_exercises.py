@@ -161,7 +161,52 @@ def scale_masks_strict(mask, pns):  # > 0.5: a token exactly half masked is kept
     return [F.interpolate(m, size=(pn, pn), mode="area").flatten(1) > 0.5 for pn in pns]
 
 
+def coarse_decode(vae, idx, k):
+    return vae.decode_per_scale(idx)[k - 1]
+
+
+def coarse_decode_off_by_one(vae, idx, k):  # k scales means indices 0..k-1, not 0..k
+    return vae.decode_per_scale(idx)[min(k, len(idx) - 1)]
+
+
+def mamba_fraction(model):
+    from minivar.mamba2 import Mamba2
+    m = sum(p.numel() for mod in model.modules() if isinstance(mod, Mamba2) for p in mod.parameters())
+    return m / sum(p.numel() for p in model.parameters())
+
+
+def mamba_percent(model):
+    return 100 * mamba_fraction(model)
+
+
+def welch_t(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+
+
+def welch_t_population(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.mean() - b.mean()) / np.sqrt(a.var() / len(a) + b.var() / len(b))
+
+
+def accumulation(global_batch, gpus, max_micro):
+    if global_batch % gpus:
+        raise ValueError("global batch must split evenly over the GPUs")
+    per = global_batch // gpus
+    micro = max(m for m in range(1, max_micro + 1) if per % m == 0)
+    return micro, per // micro
+
+
+def accumulation_ignoring_gpus(global_batch, gpus, max_micro):
+    micro = max(m for m in range(1, max_micro + 1) if global_batch % m == 0)
+    return micro, global_batch // micro
+
+
 CASES = [
+    (ex.check_coarse_decode, coarse_decode, coarse_decode_off_by_one),
+    (ex.check_mamba_fraction, mamba_fraction, mamba_percent),
+    (ex.check_welch_t, welch_t, welch_t_population),
+    (ex.check_accumulation, accumulation, accumulation_ignoring_gpus),
     (ex.check_offsets, offsets, offsets_of_sides),
     (ex.check_block_causal_mask, block_causal, gpt_mask),
     (ex.check_block_diagonal_mask, block_diagonal, block_causal),

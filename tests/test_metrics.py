@@ -127,3 +127,25 @@ def test_fd_against_reference_batch_statistics(tmp_path):
     np.savez(tmp_path / "bad.npz", arr_0=np.zeros(1))
     with pytest.raises(ValueError, match="lacks"):
         M.reference_stats(str(tmp_path / "bad.npz"))
+
+
+def test_round_robin_keeps_every_prefix_class_balanced():
+    labels = torch.arange(4).repeat_interleave(5)  # class-major, as the samplers write them
+    order = M.round_robin(labels)
+    assert sorted(order.tolist()) == list(range(20))
+    assert labels[order[:8]].bincount(minlength=4).tolist() == [2, 2, 2, 2]
+    assert labels[order[:4]].tolist() == [0, 1, 2, 3]
+    uneven = torch.tensor([2, 2, 2, 0, 1, 1])
+    assert uneven[M.round_robin(uneven)[:3]].sort().values.tolist() == [0, 1, 2]
+
+
+def test_evaluate_samples_cuts_class_major_samples_evenly():
+    """50 samples per class but only 20 reals: the kept 20 must cover all classes, not the first two."""
+    torch.manual_seed(0)
+    clf = M.SmallCNN(4, width=8, feat_dim=16).eval()
+    fake, labels = torch.rand(200, 3, 16, 16) * 2 - 1, torch.arange(4).repeat_interleave(50)
+    real = torch.rand(20, 3, 16, 16) * 2 - 1
+    r = M.evaluate_samples(clf, fake, labels, real, real, kid_subset=10)
+    assert r["N"] == 20
+    pred = M.classify(clf, fake[M.round_robin(labels)[:20]])[1]
+    assert r["cond_acc"] == pytest.approx((pred == labels[M.round_robin(labels)[:20]]).double().mean().item())
