@@ -48,7 +48,7 @@ TIERS = {
                    width=96),
     "fashion": dict(data="fashion", preset="tiny32", tok_steps=1500, val_fraction=0.1, steps=700, per_class=100,
                     width=128),
-    "emoji": dict(data="emoji", preset="tiny32", tok_steps=1000, val_fraction=0.2, steps=400, per_class=100,
+    "emoji": dict(data="emoji", preset="tiny32", tok_steps=800, val_fraction=0.2, steps=300, per_class=100,
                   width=128),
 }
 MODELS = {"var": dict(mixer="var", depth=6, heads=4), "mvar": dict(mixer="mvar", depth=4, heads=4)}
