@@ -224,3 +224,17 @@ def test_training_loss_falls_on_running_average():
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert math.isfinite(last) and last < 0.58 and last < 0.55 * first, (first, last)
+
+
+def test_cpu_chunk_choice_does_not_change_the_result():
+    """The PyTorch path scans in chunks of 64 (faster on CPU) whatever chunk_size the fused kernel uses."""
+    m = make(chunk_size=256)
+    assert m.torch_chunk_size == 64
+    x = torch.randn(2, 200, 32, requires_grad=True)
+    y64 = m(x)
+    g64, = torch.autograd.grad(y64.square().sum(), x)
+    m.torch_chunk_size = 256
+    y256 = m(x)
+    g256, = torch.autograd.grad(y256.square().sum(), x)
+    close(y64, y256, 1e-5)
+    rel_close(g64, g256, 1e-4)

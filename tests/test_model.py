@@ -207,3 +207,19 @@ def test_bad_inputs_raise_clear_errors(vae, batch):
         model.attach_tokenizer(other)
     with pytest.raises(ValueError, match="mixer"):
         ModelConfig(mixer="mamba")
+
+
+def test_next_scale_loss_fast_layout_equals_the_transposed_reference():
+    """The loss runs the softmax over contiguous (B*L, V) rows; it must equal cross-entropy over (B, V, L)."""
+    from minivar.model import next_scale_loss
+    g = torch.Generator().manual_seed(0)
+    pns = (1, 2, 3)
+    logits = torch.randn(3, 14, 50, generator=g, requires_grad=True)
+    tgt = torch.randint(50, (3, 14), generator=g)
+    out = next_scale_loss(logits, tgt, pns)
+    ref = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")
+    torch.testing.assert_close(out["loss"], ref.mean(), rtol=1e-6, atol=1e-7)
+    g1, = torch.autograd.grad(out["loss"], logits)
+    g2, = torch.autograd.grad(ref.mean(), logits)
+    torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-8)
+    assert out["scale_loss"][1] == pytest.approx(ref[:, 1:5].mean().item(), rel=1e-6)
