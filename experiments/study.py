@@ -81,17 +81,17 @@ def train_tier_tokenizer(tier: dict, out: str, steps: int) -> VQVAE:
     return vae
 
 
-def launch(run_dir: str, cfg: TrainConfig) -> subprocess.Popen:
-    """`python -m minivar train` in its own process (resumes when the folder already holds the run)."""
+def launch(run_dir: str, cfg: TrainConfig) -> subprocess.Popen | None:
+    """`python -m minivar train` in its own process (resumes when the folder already holds the run);
+    None when the run has finished already."""
+    if os.path.exists(os.path.join(run_dir, "model.pt")):
+        return None
     args = [sys.executable, "-m", "minivar", "train", "--out", run_dir, "--quiet"]
-    done = os.path.exists(os.path.join(run_dir, "model.pt"))
     if os.path.exists(os.path.join(run_dir, "config.json")):
         args.append("--resume")
     for k, v in dataclasses.asdict(cfg).items():
         if v != getattr(TrainConfig(), k):
             args += [f"--{k}", ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
-    if done:
-        return None
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("STUDY_THREADS", "1")}
     log = open(os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".log"), "a")
     print("  $ " + " ".join(args[1:]), flush=True)
@@ -203,13 +203,14 @@ def main(argv=None):
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:
             last = [json.loads(line) for line in f if line.strip()][-1]
         r = ev["per_seed"][0]
+        img_per_s, train_seconds = train_speed(run_dir)
         rows.append({"model": name, "seed": seed, "params": sum(q.numel() for q in model.parameters()),
                      "config": dataclasses.asdict(cfg), "final_loss": last["loss"], "final_acc": last["acc"],
                      "fd_cls": r["fd_cls"], "kid": r["kid"], "precision": r["precision"], "recall": r["recall"],
                      "cond_acc": r["cond_acc"], "floor": r["floor"], "N": r["N"],
                      "memorisation_ratio_pixels": r["memorisation_pixels"]["ratio"],
                      "memorisation_ratio_features": r["memorisation_features"]["ratio"],
-                     "train_img_per_s": train_speed(run_dir)[0], "train_seconds": train_speed(run_dir)[1],
+                     "train_img_per_s": img_per_s, "train_seconds": train_seconds,
                      "sample_img_per_s_b1": sampling_speed(model, vae, 1, 5),
                      "sample_img_per_s_b64": sampling_speed(model, vae, 64, 2)})
         if seed == seeds[0]:
