@@ -42,7 +42,8 @@ from minivar import data, scales, viz
 
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
 plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
-print("torch", torch.__version__, "| minivar from", os.path.dirname(minivar.__file__).split(os.sep)[-2:])
+# relative to the repository root: "minivar/__init__.py" means this checkout's package (editable install)
+print("torch", torch.__version__, "| minivar imported from", os.path.relpath(minivar.__file__, ".."))
 
 
 def show(columns, title, upscale=2, height=4):
