@@ -24,7 +24,7 @@ import torch
 
 from minivar import scales
 from minivar.mamba2 import Mamba2, _fused_scan
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.model import ModelConfig, NextScaleTransformer, loss_stats
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
 
 PNS = scales.PRESETS["256"]
@@ -62,7 +62,7 @@ def train_row(mixer: str, a) -> dict:
 
     def step():
         with torch.autocast("cuda", dtype=AMP[a.amp], enabled=a.amp != "none"):
-            loss = next_scale_loss(fwd(y, x), t, PNS)["loss"]
+            loss = loss_stats(*fwd(y, x, t), PNS)["loss"]
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()

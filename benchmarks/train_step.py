@@ -16,7 +16,7 @@ import time
 import torch
 
 from minivar import scales
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.model import ModelConfig, NextScaleTransformer
 
 
 def build(mixer: str, a) -> tuple[NextScaleTransformer, torch.optim.Optimizer]:
@@ -31,7 +31,7 @@ def build(mixer: str, a) -> tuple[NextScaleTransformer, torch.optim.Optimizer]:
 def step(model, opt, batch) -> float:
     y, x_in, tgt = batch
     t = time.perf_counter()
-    out = next_scale_loss(model(y, x_in), tgt, model.config.patch_nums)
+    out = model.loss(y, x_in, tgt)
     opt.zero_grad(set_to_none=True)
     out["loss"].backward()
     opt.step()

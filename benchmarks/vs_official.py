@@ -35,8 +35,9 @@ Each training step does what the project's own trainer does per micro-batch, min
 and the tokenizer: the official one ``VAR.forward`` (label dropout and drop-path on, as in
 training), ``trainer.py``'s loss (cross-entropy times the 1/L loss weight, summed, batch mean), the
 argmax its trainer takes for logging, backward, clip 2.0 and its fused AdamW; minivar's
-``next_scale_loss``, backward, clip 2.0 and ``minivar.train``'s AdamW. "Without decode" replaces
-the tokenizer's ``fhat_to_img`` by the identity for both samplers.
+``model.loss`` (head and cross-entropy fused in chunks, with the accuracy, as ``minivar.train``
+runs it), backward, clip 2.0 and ``minivar.train``'s AdamW. "Without decode" replaces the
+tokenizer's ``fhat_to_img`` by the identity for both samplers.
 
 FLOPs. The GFLOP/s column divides an analytic count by minivar's median step time. Per step
 (forward + backward = 3 forwards, 2 FLOPs per multiply-add, matmuls only):
@@ -78,7 +79,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minivar import official, scales
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.model import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
 from minivar.train import param_groups
@@ -391,7 +392,7 @@ def group_train(s: Setup, rows, off, reps, checks: Checks) -> dict:
 
     def minivar_step(m, opt):
         def step():
-            out = next_scale_loss(m(y, x_in), tgt, m.config.patch_nums)
+            out = m.loss(y, x_in, tgt)  # what minivar.train runs: head + loss fused
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(m.parameters(), CLIP)

@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import scales
-from .attention import scale_attention
+from .attention import scale_attention, scaled_l2_normalize
+from .losses import linear_cross_entropy
 from .mamba2 import Mamba2
 
 
@@ -101,9 +102,9 @@ class SelfAttention(nn.Module):
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         q, k, v = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.H, self.c).permute(2, 0, 3, 1, 4)
-        if self.l2:
-            q = F.normalize(q, dim=-1).mul(self.scale_mul_1H11.clamp_max(math.log(100)).exp())
-            k = F.normalize(k, dim=-1)
+        if self.l2:  # cosine attention: unit q, k; q carries the temperature
+            q = scaled_l2_normalize(q, self.scale_mul_1H11.clamp_max(math.log(100)).exp())
+            k = scaled_l2_normalize(k)
         return q, k, v  # each B, H, L, c
 
     def forward(self, x_BLC, cache: dict | None = None):
@@ -135,7 +136,7 @@ def drop_path(x_BLC, p: float, training: bool):
     if p == 0.0 or not training:
         return x_BLC
     keep = x_BLC.new_empty(x_BLC.shape[0], 1, 1).bernoulli_(1 - p)
-    return x_BLC * keep / (1 - p)
+    return x_BLC * keep.div_(1 - p)  # one pass over x (the (B, 1, 1) factor is divided instead)
 
 
 class Block(nn.Module):
@@ -243,18 +244,18 @@ class NextScaleTransformer(nn.Module):
         """Input of scale 0: class embedding + pos_start (+ level/position, added by the caller)."""
         return cond_BD[:, None].expand(-1, self.first_l, -1) + self.pos_start
 
-    def logits(self, x_BLC, cond_BD):
+    def head_input(self, x_BLC, cond_BD):
+        """The last AdaLN (head_nm): what the linear head reads, (B, L, C) in fp32."""
         scale, shift = self.head_nm.ada_lin(cond_BD).view(-1, 1, 2, x_BLC.shape[-1]).unbind(2)
         h = F.layer_norm(x_BLC.float(), x_BLC.shape[-1:], eps=self.config.norm_eps)
-        return self.head(h.mul(scale + 1).add_(shift)).float()
+        return h.mul(scale + 1).add_(shift)
+
+    def logits(self, x_BLC, cond_BD):
+        return self.head(self.head_input(x_BLC, cond_BD)).float()
 
     # ------------------------------------------------------------------ teacher-forced forward
-    def forward(self, labels_B: torch.Tensor, x_BLCv: torch.Tensor) -> torch.Tensor:
-        """labels (B,), teacher input (B, L - first_l, Cv) from ``vae.teacher_input`` -> logits (B, L, V).
-
-        In training mode labels are dropped to the null class with probability ``cond_drop``;
-        in eval mode never (the official forward drops them in eval mode too; we do not).
-        """
+    def trunk(self, labels_B: torch.Tensor, x_BLCv: torch.Tensor):
+        """Everything before the head: (x_BLC after the last block, cond_BD)."""
         self.check_labels(labels_B)
         B, want = labels_B.shape[0], (self.L - self.first_l, self.config.z_channels)
         if x_BLCv.dim() != 3 or tuple(x_BLCv.shape[1:]) != want or x_BLCv.shape[0] != B:
@@ -268,7 +269,33 @@ class NextScaleTransformer(nn.Module):
         x_BLC = torch.cat((self.sos(cond_BD), self.word_embed(x_BLCv.float())), dim=1) + self.lvl_pos()
         for b in self.blocks:
             x_BLC = b(x_BLC, cond_BD)
-        return self.logits(x_BLC, cond_BD)
+        return x_BLC, cond_BD
+
+    def forward(self, labels_B: torch.Tensor, x_BLCv: torch.Tensor, targets_BL: torch.Tensor | None = None):
+        """labels (B,), teacher input (B, L - first_l, Cv) from ``vae.teacher_input`` -> logits (B, L, V).
+
+        With ``targets_BL`` (B, L) it returns (ce_BL, hit_BL) instead: each token's cross-entropy
+        and whether its argmax hit, with the head and the loss fused in chunks so that the (B, L, V)
+        logits never exist (``losses.py``; same numbers as from the logits up to float rounding).
+        ``loss_stats(ce_BL, hit_BL, patch_nums)`` turns them into ``next_scale_loss``'s dict.
+
+        In training mode labels are dropped to the null class with probability ``cond_drop``;
+        in eval mode never (the official forward drops them in eval mode too; we do not).
+        """
+        x_BLC, cond_BD = self.trunk(labels_B, x_BLCv)
+        if targets_BL is None:
+            return self.logits(x_BLC, cond_BD)
+        h_BLC = self.head_input(x_BLC, cond_BD)
+        B, L, C = h_BLC.shape
+        if tuple(targets_BL.shape) != (B, L):
+            raise ValueError(f"targets must be (B={B}, L={L}), got {tuple(targets_BL.shape)}")
+        ce_N, hit_N = linear_cross_entropy(h_BLC.reshape(B * L, C), self.head.weight, self.head.bias,
+                                           targets_BL.reshape(B * L))
+        return ce_N.view(B, L), hit_N.view(B, L)
+
+    def loss(self, labels_B: torch.Tensor, x_BLCv: torch.Tensor, targets_BL: torch.Tensor) -> dict:
+        """``next_scale_loss(self(labels_B, x_BLCv), targets_BL, patch_nums)``, computed fused."""
+        return loss_stats(*self(labels_B, x_BLCv, targets_BL), self.config.patch_nums)
 
     # ------------------------------------------------------------------ sampling (see sample.py)
     def attach_tokenizer(self, vae) -> "NextScaleTransformer":
@@ -307,6 +334,12 @@ def next_scale_loss(logits_BLV: torch.Tensor, targets_BL: torch.Tensor, patch_nu
     ce_BL = F.cross_entropy(logits_BLV.reshape(B * L, V), targets_BL.reshape(B * L), reduction="none").view(B, L)
     with torch.no_grad():
         hit_BL = (logits_BLV.argmax(-1) == targets_BL).float()
+    return loss_stats(ce_BL, hit_BL, patch_nums)
+
+
+def loss_stats(ce_BL, hit_BL, patch_nums) -> dict:
+    """Per-token losses and hits (B, L) -> {loss (mean, a tensor), acc, scale_loss, scale_acc}."""
+    hit_BL = hit_BL.float()
     offs = scales.offsets(patch_nums)
     per_loss = [ce_BL[:, b:e].mean().item() for b, e in zip(offs[:-1], offs[1:])]
     per_acc = [hit_BL[:, b:e].mean().item() for b, e in zip(offs[:-1], offs[1:])]

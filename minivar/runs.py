@@ -106,7 +106,7 @@ def train_in_folder(cfg: TrainConfig, out: str, resume: bool = False, progress: 
 
 def calibrate_steps(cfg: TrainConfig, seconds: float, num_classes: int) -> int:
     """How many optimizer steps of ``cfg`` fit in ``seconds`` here (times 3 steps on random tokens)."""
-    from .model import NextScaleTransformer, next_scale_loss
+    from .model import NextScaleTransformer
     from .train import model_config_for
     vae = load_tokenizer(cfg.tokenizer)
     model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
@@ -119,7 +119,7 @@ def calibrate_steps(cfg: TrainConfig, seconds: float, num_classes: int) -> int:
     for _ in range(4):
         t = time.time()
         for _ in range(max(1, cfg.batch_size // n)):
-            next_scale_loss(model(y, x_in), idx, mc.patch_nums)["loss"].backward()
+            model.loss(y, x_in, idx)["loss"].backward()
         opt.step()
         opt.zero_grad()
         times.append(time.time() - t)

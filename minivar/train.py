@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .model import ModelConfig, NextScaleTransformer, next_scale_loss
+from .model import ModelConfig, NextScaleTransformer, loss_stats
 from .official import load_tokenizer
 from .tokenizer import VQVAE, CheckpointError, atomic_save, safe_load
 from .tokens import encode_dataset, load_tokens  # noqa: F401  (encode_dataset: re-exported for notebooks)
@@ -169,8 +169,7 @@ def fit(model: NextScaleTransformer, labels_N, inputs_NLC, targets_NL, cfg: Trai
     losses = []
     for _ in range(cfg.steps):
         rows = torch.randint(len(targets_NL), (cfg.batch_size,), generator=g)
-        loss = next_scale_loss(model(labels_N[rows], inputs_NLC[rows]), targets_NL[rows],
-                               model.config.patch_nums)["loss"]
+        loss = model.loss(labels_N[rows], inputs_NLC[rows], targets_NL[rows])["loss"]
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()} after {len(losses)} steps; lower the lr")
         opt.zero_grad(set_to_none=True)
@@ -331,7 +330,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                 # label dropout / drop-path draws: a function of (seed, step, micro-batch) only
                 torch.manual_seed((cfg.seed * 1_000_003 + step) * 4096 + rank * len(micro) + j)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = next_scale_loss(fwd(y_B, x_in), idx_BL, mcfg.patch_nums)
+                    out = loss_stats(*fwd(y_B, x_in, idx_BL), mcfg.patch_nums)  # fused head + loss
                 w = (b - a) / n_local
                 scaler.scale(out["loss"] * w).backward()
             stats = _accumulate(stats, {**out, "loss": out["loss"].item()}, w)

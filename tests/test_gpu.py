@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from minivar import scales
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.model import ModelConfig, NextScaleTransformer, loss_stats
 
 pytestmark = pytest.mark.gpu
 DEV = "cuda"
@@ -45,7 +45,7 @@ def loss_and_grads(model, b, amp=None, fwd=None):
     model.zero_grad(set_to_none=True)
     y, x, t = b
     with torch.autocast(DEV, dtype=amp, enabled=amp is not None):
-        loss = next_scale_loss((fwd or model)(y, x), t, PNS)["loss"]
+        loss = loss_stats(*(fwd or model)(y, x, t), PNS)["loss"]  # fused head + loss, as the trainer
     loss.backward()
     return loss.item(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
 

@@ -4,7 +4,10 @@ import math
 import pytest
 import torch
 
-from minivar.mamba2 import Mamba2, Mamba2Cache, ssd_chunked, ssd_sequential
+import torch.nn.functional as F
+
+from minivar.mamba2 import (Mamba2, Mamba2Cache, _causal_conv_reference, causal_depthwise_conv, ssd_chunked,
+                            ssd_sequential)
 from tolerances import close, rel_close
 
 SCHEDULE_16PX = (1, 2, 3, 4)            # pieces of 1, 4, 9, 16 tokens = 30 tokens
@@ -238,3 +241,24 @@ def test_cpu_chunk_choice_does_not_change_the_result():
     g256, = torch.autograd.grad(y256.square().sum(), x)
     close(y64, y256, 1e-5)
     rel_close(g64, g256, 1e-4)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_depthwise_conv_equals_conv1d_forward_and_backward(bias):
+    """The hand-written conv (the fast CPU path) is F.conv1d with groups=K, and its plain-autograd
+    twin: outputs and all gradients."""
+    g = torch.Generator().manual_seed(0)
+    B, L, K, W = 3, 11, 6, 4
+    x = torch.randn(B, L + W - 1, K, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(K, W, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(K, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    gy = torch.randn(B, L, K, generator=g, dtype=torch.float64)
+    leaves = [t for t in (x, w, b) if t is not None]
+    ours = causal_depthwise_conv(x, w, b)
+    assert ours.shape == (B, L, K)
+    g_ours = torch.autograd.grad(ours, leaves, gy)
+    for ref in (F.conv1d(x.transpose(1, 2), w[:, None], b, groups=K).transpose(1, 2),
+                _causal_conv_reference(x, w, b)):
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+        for a, r in zip(g_ours, torch.autograd.grad(ref, leaves, gy)):
+            torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)

@@ -87,17 +87,17 @@ def _cfg(tok, **kw):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tok, tmp_path, monkeypatch):
-    real = T.next_scale_loss
+    real = T.loss_stats
     calls = {"n": 0}
 
-    def poisoned(logits, targets, pns):
+    def poisoned(ce, hit, pns):
         calls["n"] += 1
-        out = real(logits, targets, pns)
+        out = real(ce, hit, pns)
         if calls["n"] >= 3:  # the third step
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(T, "next_scale_loss", poisoned)
+    monkeypatch.setattr(T, "loss_stats", poisoned)
     with pytest.raises(T.TrainingDiverged, match=r"step 3.*step_0000002\.pt.*--resume"):
         T.train(_cfg(tok), str(tmp_path), progress=False)
     assert [os.path.basename(p) for p in T.checkpoint_paths(str(tmp_path))] == ["step_0000002.pt"]
