@@ -90,7 +90,7 @@ class _CausalConv(torch.autograd.Function):
             for k in range(W):
                 dx[:, k:k + L].addcmul_(dy_BLK, w_KW[:, k])
         if ctx.needs_input_grad[1]:
-            dw = torch.stack([(dy_BLK * x_BTK[:, k:k + L]).sum((0, 1)) for k in range(W)], dim=1)
+            dw = torch.stack([torch.linalg.vecdot(dy_BLK, x_BTK[:, k:k + L], dim=1).sum(0) for k in range(W)], dim=1)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy_BLK.sum((0, 1))
         return dx, dw, db
