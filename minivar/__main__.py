@@ -289,6 +289,8 @@ def main(argv=None) -> None:
             s.add_argument("--tokenizer", help="with --official: vae_ch160v4096z32.pth (or a minivar tokenizer.pt)")
             s.add_argument("--batch-size", type=int, default=250, help="images per sampling batch (seed + b)")
             s.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast on CUDA")
+            s.add_argument("--decode-bf16", action="store_true", help="decode images in bf16 (approximate: "
+                           "pixels move by ~1e-2; ~2.5x faster decode on CPUs with AMX / AVX512-BF16)")
         else:
             s.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
             s.add_argument("--classifier", help="frozen feature classifier (default: trained once, cached)")

@@ -115,9 +115,14 @@ class SelfAttention(nn.Module):
             o = scale_attention(q, k, v, self.patch_nums, self.mode, self.scale, self.backend)
         else:
             if self.mode == "causal":  # VAR: keys/values of all earlier scales are cached
-                if "k" in cache:
-                    k, v = torch.cat((cache["k"], k), 2), torch.cat((cache["v"], v), 2)
-                cache["k"], cache["v"] = k, v
+                if "kv" not in cache:  # one buffer for the whole sequence, filled scale by scale
+                    total = sum(p * p for p in self.patch_nums)
+                    cache["kv"], cache["n"] = k.new_empty(2, B, self.H, total, self.c), 0
+                n = cache["n"]
+                kv = cache["kv"][:, :, :, :n + L]
+                kv[0, :, :, n:], kv[1, :, :, n:] = k, v
+                cache["n"] = n + L
+                k, v = kv[0], kv[1]
             o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # M-VAR: own scale only
         return self.proj(o.transpose(1, 2).reshape(B, L, C))
 
@@ -158,7 +163,12 @@ class Block(nn.Module):
 
     def forward(self, x_BLC, cond_BD, cache: dict | None = None):
         n, C = 9 if self.mvar else 6, x_BLC.shape[-1]
-        mods = self.ada_lin(cond_BD).view(-1, 1, n, C).unbind(2)
+        if cache is not None and "ada" in cache:  # sampling: the condition is the same at every scale
+            mods = cache["ada"]
+        else:
+            mods = self.ada_lin(cond_BD).view(-1, 1, n, C).unbind(2)
+            if cache is not None:
+                cache["ada"] = mods
         k = n // 3  # gammas, scales, shifts: k of each
         gam, sca, shi = mods[:k], mods[k:2 * k], mods[2 * k:]
         dp = lambda t: drop_path(t, self.drop_p, self.training)  # noqa: E731
@@ -244,14 +254,19 @@ class NextScaleTransformer(nn.Module):
         """Input of scale 0: class embedding + pos_start (+ level/position, added by the caller)."""
         return cond_BD[:, None].expand(-1, self.first_l, -1) + self.pos_start
 
-    def head_input(self, x_BLC, cond_BD):
-        """The last AdaLN (head_nm): what the linear head reads, (B, L, C) in fp32."""
-        scale, shift = self.head_nm.ada_lin(cond_BD).view(-1, 1, 2, x_BLC.shape[-1]).unbind(2)
+    def head_modulation(self, cond_BD):
+        """(scale, shift) of the last AdaLN (head_nm), each (B, 1, C)."""
+        return self.head_nm.ada_lin(cond_BD).view(-1, 1, 2, cond_BD.shape[-1]).unbind(2)
+
+    def head_input(self, x_BLC, cond_BD, modulation=None):
+        """What the linear head reads, (B, L, C) in fp32. ``modulation``: a precomputed
+        ``head_modulation(cond_BD)`` (the sampler computes it once, not at every scale)."""
+        scale, shift = modulation if modulation is not None else self.head_modulation(cond_BD)
         h = F.layer_norm(x_BLC.float(), x_BLC.shape[-1:], eps=self.config.norm_eps)
         return h.mul(scale + 1).add_(shift)
 
-    def logits(self, x_BLC, cond_BD):
-        return self.head(self.head_input(x_BLC, cond_BD)).float()
+    def logits(self, x_BLC, cond_BD, modulation=None):
+        return self.head(self.head_input(x_BLC, cond_BD, modulation)).float()
 
     # ------------------------------------------------------------------ teacher-forced forward
     def trunk(self, labels_B: torch.Tensor, x_BLCv: torch.Tensor):

@@ -243,7 +243,10 @@ def sample_grid(args) -> str:
     rank, _ = init_distributed()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     model, vae = model.to(device), vae.to(device)
-    info.update(mixer=model.config.mixer, depth=model.config.depth, attn_backend=model.config.attn_backend)
+    if getattr(args, "decode_bf16", False):
+        vae.decode_dtype = torch.bfloat16
+    info.update(mixer=model.config.mixer, depth=model.config.depth, attn_backend=model.config.attn_backend,
+                decode_dtype=str(vae.decode_dtype or torch.float32))
     if getattr(args, "png_dir", None):
         n = sample_to_folder(model, vae, args.png_dir, args.per_class, args.cfg, args.top_k, args.top_p,
                              args.seed, args.batch_size, npz=args.npz, info=info, amp=args.amp)

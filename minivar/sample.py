@@ -87,7 +87,8 @@ def generate(model, vae, labels_B, cfg=1.5, top_k=900, top_p=0.96, seed=None, re
     cond_BD = model.class_emb(labels)
     lvl_pos = model.lvl_pos()
     x_BlC = model.sos(cond_BD) + lvl_pos[:, :offs[1]]
-    caches = [{"rescan": rescan_mamba} for _ in model.blocks]
+    caches = [{"rescan": rescan_mamba} for _ in model.blocks]  # per block: KV / Mamba state, AdaLN
+    head_mod = model.head_modulation(cond_BD)
     for b in model.blocks:
         if b.mvar:
             b.mamba.tokens_scanned = 0
@@ -96,7 +97,7 @@ def generate(model, vae, labels_B, cfg=1.5, top_k=900, top_p=0.96, seed=None, re
     for k, pn in enumerate(pns):
         for blk, cache in zip(model.blocks, caches):
             x_BlC = blk(x_BlC, cond_BD, cache)
-        logits = model.logits(x_BlC, cond_BD)
+        logits = model.logits(x_BlC, cond_BD, head_mod)
         t = cfg * k / (K - 1)
         mixed = (1 + t) * logits[:B] - t * logits[B:] if guided else logits
         if trace is not None:

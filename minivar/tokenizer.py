@@ -149,8 +149,22 @@ class VQVAE(nn.Module):
         """Images in [-1, 1] -> list of K LongTensors (B, pn^2), coarse -> fine."""
         return self.quantize.quantize(self.img_to_f(x_B3HW, check_range))
 
+    # Opt-in approximate decode: set to torch.bfloat16 to run the decoder under autocast. On CPUs
+    # with AMX / AVX512-BF16 the official 256 px decoder is ~2.5x faster; the pixels move by
+    # ~1e-2 (benchmarks/vs_official.py prints the measured error). Encoding is never affected.
+    decode_dtype: torch.dtype | None = None
+
     def fhat_to_img(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(f_hat_BChw)).clamp_(-1, 1)
+        if f_hat_BChw.device.type == "cpu" and not torch.is_grad_enabled():
+            # inference on CPU: NHWC activations (oneDNN's native conv layout) decode ~10% faster;
+            # the same math, other summation order (pixels differ by ~1e-5 from NCHW)
+            f_hat_BChw = f_hat_BChw.contiguous(memory_format=torch.channels_last)
+        if self.decode_dtype in (None, torch.float32):
+            img = self.decoder(self.post_quant_conv(f_hat_BChw))
+        else:
+            with torch.autocast(f_hat_BChw.device.type, dtype=self.decode_dtype):
+                img = self.decoder(self.post_quant_conv(f_hat_BChw)).float()
+        return img.contiguous().clamp_(-1, 1)
 
     @torch.no_grad()
     def decode(self, indices) -> torch.Tensor:

@@ -156,3 +156,30 @@ def test_digits_loader_range_and_size():
     pytest.importorskip("sklearn")
     x, y = data.digits(16)
     assert x.shape == (1797, 3, 16, 16) and x.min() >= -1 and x.max() <= 1 and int(y.max()) == 9
+
+
+def test_bf16_decode_is_opt_in_close_and_leaves_encoding_alone(vae_and_images):
+    vae, x = vae_and_images
+    idx = vae.encode(x)
+    exact = vae.decode(idx)
+    try:
+        vae.decode_dtype = torch.bfloat16
+        approx = vae.decode(idx)
+        assert [torch.equal(a, b) for a, b in zip(vae.encode(x), idx)] == [True] * len(idx)
+    finally:
+        vae.decode_dtype = None
+    assert approx.dtype == torch.float32 and approx.shape == exact.shape
+    err = (approx - exact).abs()
+    assert 0 < err.max() < 0.1 and err.mean() < 0.02  # bf16 keeps 8 bits of mantissa: close, not equal
+    assert torch.equal(vae.decode(idx), exact)  # back to the exact fp32 path
+
+
+def test_inference_decode_layout_equals_the_training_path(vae_and_images):
+    """Without autograd the decoder runs NHWC with in-place SiLU; with it, NCHW as in training."""
+    vae, x = vae_and_images
+    f_hat = vae.quantize.indices_to_fhat(vae.encode(x))
+    with torch.no_grad():
+        fast = vae.fhat_to_img(f_hat)
+    train_path = vae.fhat_to_img(f_hat.clone().requires_grad_(True))
+    assert fast.is_contiguous() and train_path.requires_grad
+    assert (fast - train_path.detach()).abs().max() < 1e-5

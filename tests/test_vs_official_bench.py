@@ -31,7 +31,10 @@ def test_every_row_minivar_alone(bench):
     rep = bench.run(tiny(bench), bench.ROWS, reps=1, var_src=None, probe_n=128, probe_reps=1)
     assert rep["official"] is None and rep["checks"].items == [] and rep["probe"] > 0
     rows = bench.table_rows(rep)
-    assert [r["key"] for r in rows] == list(bench.ROWS)
+    # every row, and under each "with decode" row the same run with the opt-in bf16 decode
+    keys = [k for r in bench.ROWS for k in ((r, r + "-bf16") if r in ("sample", "sample-d16") else (r,))]
+    assert [r["key"] for r in rows] == keys
+    assert all("dB PSNR" in r["what"] for r in rows if r["key"].endswith("-bf16"))
     for r in rows:
         assert r["minivar_s"] > 0 and r["official_s"] is None
         if r["key"] in ("mvar-train", "mvar-sample"):  # minivar against itself: a ratio even without VAR_SRC
@@ -41,7 +44,7 @@ def test_every_row_minivar_alone(bench):
     assert rows[0]["gflops"] and float(rows[0]["gflops"].split()[0]) >= 0
     table = bench.format_table(rep)
     lines = table.splitlines()
-    assert len(lines) == 2 + len(bench.ROWS) and all(line.startswith("| ") for line in lines[2:])
+    assert len(lines) == 2 + len(keys) and all(line.startswith("| ") for line in lines[2:])
     for r in rows:
         assert r["what"] in table
     text = bench.report(rep, ["benchmarks/vs_official.py", "--quick"])
