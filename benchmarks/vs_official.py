@@ -28,6 +28,11 @@ Rows (``--rows``, comma-separated; default: all, and all but ``sample-d16`` with
   encode           tokenizer encode of one 256 px image
   mvar-sample      minivar M-VAR against minivar VAR sampling at equal depth, B1, without decode
 
+Environment. Run it on an idle machine with OpenMP's default wait policy: OMP_WAIT_POLICY=PASSIVE
+(sleeping worker threads) made every small op slower here (d4 sampling 0.17 -> 0.23 s, M-VAR
+0.25 -> 0.42 s). ``--malloc keep`` applies ``minivar.cpu_memory.keep_freed_memory()`` to the whole
+process first, so to both contenders alike.
+
 Method. Every group of timed calls runs interleaved, in the order A B C, C B A, A B C, ... (each
 call once as warm-up first, not counted), and the table reports medians, so that drifting machine
 load hits every contender alike; compare the ratios of one run, not absolute times across runs.
@@ -79,6 +84,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minivar import official, scales
+from minivar.cpu_memory import keep_freed_memory
 from minivar.model import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
@@ -618,7 +624,8 @@ def cpu_name() -> str:
 
 def report(rep: dict, argv) -> str:
     s = rep["setup"]
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("OMP_NUM_THREADS",) if k in os.environ]
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MALLOC_MMAP_MAX_",
+                                                           "MALLOC_TRIM_THRESHOLD_") if k in os.environ]
     if rep["official"] and not any(a.startswith("--var-src") for a in argv):
         env.append(f"VAR_SRC={shlex.quote(rep['official'])}")
     out = [f"command: {' '.join(env + ['python'] + [shlex.quote(a) for a in argv])}",
@@ -657,9 +664,14 @@ def main(argv=None):
     p.add_argument("--var-src", default=os.environ.get("VAR_SRC", ""),
                    help="extracted official VAR checkout (default: $VAR_SRC; empty: minivar alone)")
     p.add_argument("--probe-n", type=int, default=2048)
+    p.add_argument("--malloc", choices=("default", "keep"), default="default",
+                   help="keep: minivar.cpu_memory.keep_freed_memory() first, for both contenders (what "
+                        "`python -m minivar train` does on CPU); default: glibc as is, as SPEC 10 measured")
     a = p.parse_args(argv[1:])
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.malloc == "keep" and not keep_freed_memory():
+        p.error("--malloc keep needs glibc (Linux) and MINIVAR_MALLOC unset")
     s = QUICK if a.quick else Setup()
     if a.train_batch:
         s = dataclasses.replace(s, train_batch=a.train_batch)

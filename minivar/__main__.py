@@ -31,6 +31,7 @@ import time
 import torch
 
 from . import data, viz
+from .cpu_memory import keep_freed_memory
 from .fid import EvalInputError
 from .tokenizer import TOKENIZER_PRESETS, VQVAE
 from .train_tokenizer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
@@ -314,6 +315,8 @@ def main(argv=None) -> None:
     if extra and args.command != "train":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     from . import runs
+    if args.command in ("demo", "train-tokenizer", "train") and not torch.cuda.is_available():
+        keep_freed_memory()  # CPU training: reuse freed activations instead of page-faulting them in again
     try:
         if args.command == "demo":
             run_demo(args)

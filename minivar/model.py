@@ -136,12 +136,14 @@ class FFN(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-def drop_path(x_BLC, p: float, training: bool):
-    """Stochastic depth: drop the whole residual branch of a sample with probability p."""
+def drop_path(gamma_B1C, p: float, training: bool):
+    """Stochastic depth folded into the branch's AdaLN gate: the whole residual branch of a sample
+    is dropped with probability p (and kept ones scaled by 1/(1-p)). Returns the gate to multiply
+    the branch by, so that ``x + branch * gate`` is one pass over (B, L, C)."""
     if p == 0.0 or not training:
-        return x_BLC
-    keep = x_BLC.new_empty(x_BLC.shape[0], 1, 1).bernoulli_(1 - p)
-    return x_BLC * keep.div_(1 - p)  # one pass over x (the (B, 1, 1) factor is divided instead)
+        return gamma_B1C
+    keep = gamma_B1C.new_empty(gamma_B1C.shape[0], 1, 1).bernoulli_(1 - p)
+    return gamma_B1C * keep.div_(1 - p)
 
 
 class Block(nn.Module):
@@ -171,12 +173,12 @@ class Block(nn.Module):
                 cache["ada"] = mods
         k = n // 3  # gammas, scales, shifts: k of each
         gam, sca, shi = mods[:k], mods[k:2 * k], mods[2 * k:]
-        dp = lambda t: drop_path(t, self.drop_p, self.training)  # noqa: E731
-        x_BLC = x_BLC + dp(self.attn(self.modulate(x_BLC, sca[0], shi[0]), cache).mul(gam[0]))
+        gate = lambda g: drop_path(g, self.drop_p, self.training)  # noqa: E731
+        x_BLC = torch.addcmul(x_BLC, self.attn(self.modulate(x_BLC, sca[0], shi[0]), cache), gate(gam[0]))
         if self.mvar:
             u = self.modulate(x_BLC, sca[1], shi[1])
-            x_BLC = x_BLC + dp(self.mamba_forward(u, cache).mul(gam[1]))
-        x_BLC = x_BLC + dp(self.ffn(self.modulate(x_BLC, sca[-1], shi[-1])).mul(gam[-1]))
+            x_BLC = torch.addcmul(x_BLC, self.mamba_forward(u, cache), gate(gam[1]))
+        x_BLC = torch.addcmul(x_BLC, self.ffn(self.modulate(x_BLC, sca[-1], shi[-1])), gate(gam[-1]))
         return x_BLC
 
     def mamba_forward(self, u_BLC, cache: dict | None):
