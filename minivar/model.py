@@ -122,7 +122,7 @@ class SelfAttention(nn.Module):
                 kv = cache["kv"][:, :, :, :n + L]
                 kv[0, :, :, n:], kv[1, :, :, n:] = k, v
                 cache["n"] = n + L
-                k, v = kv[0], kv[1]
+                k, v = cache["k"], cache["v"] = kv[0], kv[1]  # views of the filled part
             o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # M-VAR: own scale only
         return self.proj(o.transpose(1, 2).reshape(B, L, C))
 
