@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import scales
 from .attention import scale_attention, scaled_l2_normalize
-from .losses import linear_cross_entropy
+from .losses import linear_cross_entropy, loss_stats, next_scale_loss  # noqa: F401  (re-exported)
 from .mamba2 import Mamba2
 
 
@@ -341,23 +341,3 @@ class NextScaleTransformer(nn.Module):
             raise ValueError("no tokenizer: pass vae=... or call model.attach_tokenizer(vae) first")
         return edit(self, vae, images, mask, labels_B, **kw)
 
-
-def next_scale_loss(logits_BLV: torch.Tensor, targets_BL: torch.Tensor, patch_nums) -> dict:
-    """Cross-entropy over all L tokens with uniform 1/L weight, plus per-scale loss and accuracy.
-
-    The softmax runs over rows of the contiguous (B*L, V) view: over ``transpose(1, 2)`` (a strided
-    class dimension) PyTorch's CPU log-softmax is ~8x slower (SPEC Sec. 10: this is a large buffer)."""
-    B, L, V = logits_BLV.shape
-    ce_BL = F.cross_entropy(logits_BLV.reshape(B * L, V), targets_BL.reshape(B * L), reduction="none").view(B, L)
-    with torch.no_grad():
-        hit_BL = (logits_BLV.argmax(-1) == targets_BL).float()
-    return loss_stats(ce_BL, hit_BL, patch_nums)
-
-
-def loss_stats(ce_BL, hit_BL, patch_nums) -> dict:
-    """Per-token losses and hits (B, L) -> {loss (mean, a tensor), acc, scale_loss, scale_acc}."""
-    hit_BL = hit_BL.float()
-    offs = scales.offsets(patch_nums)
-    per_loss = [ce_BL[:, b:e].mean().item() for b, e in zip(offs[:-1], offs[1:])]
-    per_acc = [hit_BL[:, b:e].mean().item() for b, e in zip(offs[:-1], offs[1:])]
-    return {"loss": ce_BL.mean(), "acc": hit_BL.mean().item(), "scale_loss": per_loss, "scale_acc": per_acc}

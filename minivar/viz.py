@@ -41,3 +41,14 @@ def save_grid(path: str, columns: list[torch.Tensor], titles: list[str] | None =
             ax.text((j + 0.5) * W, -4, t, ha="center", va="bottom", fontsize=8)
     fig.savefig(path)
     plt.close(fig)
+
+
+def show(columns: list[torch.Tensor], title: str, upscale: int = 2, height: float = 4):
+    """Notebooks: columns of image batches in [0, 1] as one inline picture."""
+    import matplotlib.pyplot as plt
+
+    plt.figure(figsize=(0.5 * len(columns) + 0.5, height))
+    plt.imshow(grid([c * 2 - 1 for c in columns], upscale=upscale))
+    plt.axis("off")
+    plt.title(title, fontsize=9)
+    plt.show()

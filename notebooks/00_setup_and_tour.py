@@ -46,14 +46,7 @@ plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 print("torch", torch.__version__, "| minivar imported from", os.path.relpath(minivar.__file__, ".."))
 
 
-def show(columns, title, upscale=2, height=4):
-    """Columns of image batches in [0, 1] as one picture."""
-    plt.figure(figsize=(0.5 * len(columns) + 0.5, height))
-    plt.imshow(viz.grid([c * 2 - 1 for c in columns], upscale=upscale))
-    plt.axis("off")
-    plt.title(title, fontsize=9)
-    plt.show()
-
+show = viz.show  # columns of image batches in [0, 1] as one picture
 
 # %% [markdown]
 # ## 1. The tour: load, sample, look

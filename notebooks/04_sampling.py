@@ -34,25 +34,14 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import data, sample, scales, viz
-from minivar.model import ModelConfig, NextScaleTransformer
-from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train import TrainConfig, encode_dataset, fit
-from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from minivar import data, sample, scales, tutorial, viz
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
 plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 
 
-def show(columns, title, upscale=2, height=4):
-    """Columns of image batches in [0, 1] as one picture."""
-    plt.figure(figsize=(0.5 * len(columns) + 0.5, height))
-    plt.imshow(viz.grid([c * 2 - 1 for c in columns], upscale=upscale))
-    plt.axis("off")
-    plt.title(title, fontsize=9)
-    plt.show()
-
+show = viz.show  # columns of image batches in [0, 1] as one picture
 
 # %% [markdown]
 # ## 0. The model of notebook 03
@@ -62,26 +51,15 @@ def show(columns, title, upscale=2, height=4):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-images, labels = data.digits(size=16)
-(train_x, train_y), _ = data.split(images, labels, val_fraction=0.1, seed=0)
+(train_x, train_y), _ = tutorial.digits_split()
 t0 = time.time()
-torch.manual_seed(0)
-vae = VQVAE(TOKENIZER_PRESETS["tiny16"])
-train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=20,
-                                                   reseed_every=50), progress=False)
-vae.eval()
+vae = tutorial.digits_tokenizer(train_x, steps=200)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-targets = encode_dataset(vae, train_x)  # (N, L): the digits encoded once, as minivar.train does
-inputs = vae.teacher_input(list(targets.split(scales.token_counts(patch_nums), dim=1)))
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
 
-torch.manual_seed(0)
-model = NextScaleTransformer(ModelConfig(mixer="var", depth=4, width=128, heads=4, num_classes=10,
-                                         vocab_size=256, z_channels=16, patch_nums=patch_nums,
-                                         drop_path=0.0, attn_backend="blocks"))
-steps = 400
-losses = fit(model, train_y, inputs, targets,  # minivar.train: the recipe of notebook 03
-             TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3
+model = tutorial.digits_model(patch_nums, mixer="var")  # notebook 03's VAR: depth 4, width 128
+losses = tutorial.fit_digits(model, train_y, inputs, targets, steps=400)  # and its recipe
 print(f"tokenizer + VAR trained in {time.time() - t0:.0f} s, last loss {losses[-1]:.2f}")
 
 # %% [markdown]

@@ -34,11 +34,8 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import data, scales, viz
+from minivar import data, scales, tutorial, viz
 from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
-from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train import TrainConfig, encode_dataset, fit
-from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -49,21 +46,13 @@ plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-images, labels = data.digits(size=16)
-(train_x, train_y), (val_x, val_y) = data.split(images, labels, val_fraction=0.1, seed=0)
+(train_x, train_y), (val_x, val_y) = tutorial.digits_split()
 t0 = time.time()
-torch.manual_seed(0)
-vae = VQVAE(TOKENIZER_PRESETS["tiny16"])
-train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=20,
-                                                   reseed_every=50), progress=False)
-vae.eval()
+vae = tutorial.digits_tokenizer(train_x, steps=200)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-counts = scales.token_counts(patch_nums)
-targets = encode_dataset(vae, train_x)  # (N, L): the digits encoded once, as minivar.train does
-inputs = vae.teacher_input(list(targets.split(counts, dim=1)))
-val_targets = encode_dataset(vae, val_x)
-val_inputs = vae.teacher_input(list(val_targets.split(counts, dim=1)))
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
+val_targets, val_inputs = tutorial.teacher_data(vae, val_x)
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
 # %% [markdown]
@@ -99,8 +88,7 @@ print("M-VAR block:", [n for n, _ in blk.named_children()], "| ada_lin out:", bl
 # %%
 def train(model, steps=200):
     t0 = time.time()
-    losses = fit(model, train_y, inputs, targets,  # minivar.train: the recipe of notebook 03
-                 TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3
+    losses = tutorial.fit_digits(model, train_y, inputs, targets, steps)  # the recipe of notebook 03
     return losses, time.time() - t0
 
 

@@ -38,11 +38,7 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import data, metrics, runs, scales, viz
-from minivar.model import ModelConfig, NextScaleTransformer
-from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train import TrainConfig, encode_dataset, fit
-from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from minivar import data, metrics, runs, tutorial, viz
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -84,29 +80,19 @@ except FileNotFoundError as e:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-images, labels = data.digits(size=16)
-(train_x, train_y), (val_x, val_y) = data.split(images, labels, val_fraction=0.1, seed=0)
+(train_x, train_y), (val_x, val_y) = tutorial.digits_split()
 t0 = time.time()
-torch.manual_seed(0)
-vae = VQVAE(TOKENIZER_PRESETS["tiny16"])
-train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=150, batch_size=32, lr=1e-3, warmup_steps=20,
-                                                   reseed_every=50), progress=False)
-vae.eval()
+vae = tutorial.digits_tokenizer(train_x, steps=150)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
-targets = encode_dataset(vae, train_x)  # (N, L): the digits encoded once, as minivar.train does
-inputs = vae.teacher_input(list(targets.split(scales.token_counts(patch_nums), dim=1)))
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-torch.manual_seed(0)
-model = NextScaleTransformer(ModelConfig(mixer="var", depth=4, width=128, heads=4, num_classes=10, vocab_size=256,
-                                         z_channels=16, patch_nums=patch_nums, drop_path=0.0,
-                                         attn_backend="blocks"))
+model = tutorial.digits_model(patch_nums, mixer="var")  # notebook 03's VAR: depth 4, width 128
 steps = 180
 t0 = time.time()
-losses = fit(model, train_y, inputs, targets,  # minivar.train: the recipe of notebook 03
-             TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3
+losses = tutorial.fit_digits(model, train_y, inputs, targets, steps)  # and its recipe
 print(f"VAR: {steps} steps in {time.time() - t0:.0f} s, last loss {losses[-1]:.3f}")
 
 # %% [markdown]
