@@ -103,7 +103,13 @@ def test_sample_and_eval_verbs(tok, tmp_path, capsys):
     main(["sample", "--run", out, "--per-class", "2", "--png-dir", str(pngs), "--npz", npz])
     assert sorted(os.listdir(pngs))[:3] == ["0000_000.png", "0000_001.png", "0001_000.png"]
     import numpy as np
-    assert np.load(npz)["arr_0"].shape == (8, 16, 16, 3)
+    exact = np.load(npz)["arr_0"]
+    assert exact.shape == (8, 16, 16, 3)
+    main(["sample", "--run", out, "--per-class", "2", "--png-dir", str(tmp_path / "bf"),
+          "--npz", str(tmp_path / "bf.npz"), "--decode-bf16"])  # same tokens, approximate decode
+    approx = np.load(str(tmp_path / "bf.npz"))["arr_0"].astype(int)
+    assert approx.shape == exact.shape and np.abs(approx - exact).mean() < 3  # uint8 levels
+    assert json.load(open(tmp_path / "bf" / "sampling.json"))["decode_dtype"] == "torch.bfloat16"
     x, y = data.synthetic(80, size=16, seed=1)
     clf_path = str(tmp_path / "clf.pt")
     metrics.save_classifier(metrics.train_classifier(x, y, 4, epochs=1, batch_size=40), clf_path,
