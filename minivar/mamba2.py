@@ -295,7 +295,7 @@ class Mamba2(nn.Module):
                 y_BLHP, h_BHPN = ssd_sequential(*args, h_BHPN=h0)
             else:
                 y_BLHP, h_BHPN = ssd_chunked(*args, self.torch_chunk_size, h_BHPN=h0)
-            y_BLHP = y_BLHP + self.D.to(f)[:, None] * x_BLHP.to(f)
+            y_BLHP = torch.addcmul(y_BLHP, self.D.to(f)[:, None], x_BLHP.to(f))  # + D * x, one pass
         if cache is not None:
             cache.ssm_state = h_BHPN.to(cache.ssm_state.dtype)
             cache.seqlen_offset += L
