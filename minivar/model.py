@@ -306,6 +306,10 @@ class NextScaleTransformer(nn.Module):
         B, L, C = h_BLC.shape
         if tuple(targets_BL.shape) != (B, L):
             raise ValueError(f"targets must be (B={B}, L={L}), got {tuple(targets_BL.shape)}")
+        V = self.config.vocab_size
+        if targets_BL.numel() and (targets_BL.min() < 0 or targets_BL.max() >= V):
+            raise ValueError(f"target token ids must be in [0, {V}), got [{int(targets_BL.min())}, "
+                             f"{int(targets_BL.max())}]: encode the images with a tokenizer of vocabulary {V}")
         ce_N, hit_N = linear_cross_entropy(h_BLC.reshape(B * L, C), self.head.weight, self.head.bias,
                                            targets_BL.reshape(B * L))
         return ce_N.view(B, L), hit_N.view(B, L)

@@ -88,3 +88,5 @@ def test_model_loss_equals_next_scale_loss_on_the_logits(mixer):
             torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="targets must be"):
         model.loss(y, x, tgt[:, :-1])
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\).*vocabulary 64"):
+        model.loss(y, x, tgt + 64)
