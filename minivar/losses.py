@@ -96,10 +96,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             zmax_n, arg_n = z_nV.max(dim=1)                  # one pass: the max and the argmax
             hit_N[rows] = arg_n == t_n
             z_t = z_nV.gather(1, t_n[:, None])[:, 0]
-            lse_N[rows] = zmax_n + (z_nV - zmax_n[:, None]).exp_().sum(1).log_()
+            p_nV = z_nV.sub_(zmax_n[:, None]).exp_()        # in place: unnormalised softmax
+            sum_n = p_nV.sum(1)
+            lse_N[rows] = zmax_n + sum_n.log()
             ce_N[rows] = lse_N[rows] - z_t
             if want_h or want_W or want_b:
-                e_nV = _softmax_minus_onehot_(z_nV, lse_N[rows], t_n)
+                e_nV = p_nV.div_(sum_n[:, None])               # softmax, then minus onehot(t)
+                e_nV.scatter_add_(1, t_n[:, None], e_nV.new_full((len(t_n), 1), -1.0))
                 if want_h:
                     Eh_NC[rows] = e_nV.to(W_VC.dtype) @ W_VC
                 if want_W:
