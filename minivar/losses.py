@@ -70,11 +70,17 @@ def _chunk_logits(h_nC, W_VC, b_V):
     return z_nV.to(torch.promote_types(z_nV.dtype, torch.float32))  # bf16 under autocast -> fp32
 
 
-def _softmax_minus_onehot_(z_nV, lse_n, t_n):
-    """z -> e = softmax(z) - onehot(t), in place."""
-    z_nV.sub_(lse_n[:, None]).exp_()
-    z_nV.scatter_add_(1, t_n[:, None], z_nV.new_full((len(t_n), 1), -1.0))
-    return z_nV
+def _minus_onehot_(p_nV, t_n):
+    """p -> p - onehot(t), in place."""
+    return p_nV.scatter_add_(1, t_n[:, None], p_nV.new_full((len(t_n), 1), -1.0))
+
+
+def _add_sums_(dW_VC, db_V, e_nV, h_nC):
+    """dW += e^T h and db += sum of e's rows, in place (either may be None)."""
+    if dW_VC is not None:
+        dW_VC.addmm_(e_nV.t(), h_nC.to(e_nV.dtype))
+    if db_V is not None:
+        db_V.add_(e_nV.sum(0))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -101,14 +107,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             lse_N[rows] = zmax_n + sum_n.log()
             ce_N[rows] = lse_N[rows] - z_t
             if want_h or want_W or want_b:
-                e_nV = p_nV.div_(sum_n[:, None])               # softmax, then minus onehot(t)
-                e_nV.scatter_add_(1, t_n[:, None], e_nV.new_full((len(t_n), 1), -1.0))
+                e_nV = _minus_onehot_(p_nV.div_(sum_n[:, None]), t_n)   # softmax - onehot(t)
                 if want_h:
                     Eh_NC[rows] = e_nV.to(W_VC.dtype) @ W_VC
-                if want_W:
-                    EW_VC.addmm_(e_nV.t(), h_nC.to(e_nV.dtype))
-                if want_b:
-                    Eb_V.add_(e_nV.sum(0))
+                _add_sums_(EW_VC, Eb_V, e_nV, h_nC)
         ctx.save_for_backward(h_NC, W_VC, b_V, t_N, lse_N, Eh_NC, EW_VC, Eb_V)
         ctx.chunk = chunk
         ctx.mark_non_differentiable(hit_N)
@@ -138,10 +140,7 @@ def _weighted_sums(h_NC, W_VC, b_V, t_N, lse_N, g_N, chunk, want_W, want_b):
     db_V = torch.zeros_like(b_V) if want_b else None
     for i in range(0, h_NC.shape[0], chunk):
         rows = slice(i, i + chunk)
-        e_nV = _softmax_minus_onehot_(_chunk_logits(h_NC[rows], W_VC, b_V), lse_N[rows], t_N[rows])
-        e_nV.mul_(g_N[rows, None])
-        if want_W:
-            dW_VC.addmm_(e_nV.t(), h_NC[rows].to(e_nV.dtype))
-        if want_b:
-            db_V.add_(e_nV.sum(0))
+        p_nV = _chunk_logits(h_NC[rows], W_VC, b_V).sub_(lse_N[rows, None]).exp_()   # softmax
+        e_nV = _minus_onehot_(p_nV, t_N[rows]).mul_(g_N[rows, None])
+        _add_sums_(dW_VC, db_V, e_nV, h_NC[rows])
     return dW_VC, db_V

@@ -117,11 +117,10 @@ class SelfAttention(nn.Module):
             if self.mode == "causal":  # VAR: keys/values of all earlier scales are cached
                 if "kv" not in cache:  # one buffer for the whole sequence, filled scale by scale
                     total = sum(p * p for p in self.patch_nums)
-                    cache["kv"], cache["n"] = k.new_empty(2, B, self.H, total, self.c), 0
-                n = cache["n"]
+                    cache["kv"] = k.new_empty(2, B, self.H, total, self.c)
+                n = cache["k"].shape[2] if "k" in cache else 0  # tokens cached so far
                 kv = cache["kv"][:, :, :, :n + L]
                 kv[0, :, :, n:], kv[1, :, :, n:] = k, v
-                cache["n"] = n + L
                 k, v = cache["k"], cache["v"] = kv[0], kv[1]  # views of the filled part
             o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # M-VAR: own scale only
         return self.proj(o.transpose(1, 2).reshape(B, L, C))
