@@ -179,7 +179,14 @@ class VQVAE(nn.Module):
         return [self.fhat_to_img(f) for f in self.quantize.indices_to_fhat(indices, cumulative=True)]
 
     def teacher_input(self, indices) -> torch.Tensor:
-        """(B, L-1, Cv) teacher-forcing input of the next-scale transformer."""
+        """(B, L-1, Cv) teacher-forcing input of the next-scale transformer, from the K index maps
+        or from all L tokens in one (B, L) tensor (as a dataset encoded once stores them)."""
+        if torch.is_tensor(indices):
+            L = scales.num_tokens(self.patch_nums)
+            if indices.dim() != 2 or indices.shape[1] != L:
+                raise ValueError(f"token tensor must be (B, L={L}) for schedule {self.patch_nums}, "
+                                 f"got {tuple(indices.shape)}")
+            indices = list(indices.split(scales.token_counts(self.patch_nums), dim=1))
         self.check_indices(indices)
         return self.quantize.teacher_input(indices)
 

@@ -324,7 +324,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         stats = None
         for j, (a, b) in enumerate(micro):
             idx_BL, y_B = tr_idx[rows[a:b]].to(device).long(), tr_y[rows[a:b]].to(device)
-            x_in = vae.teacher_input(list(idx_BL.split([p * p for p in mcfg.patch_nums], 1)))
+            x_in = vae.teacher_input(idx_BL)
             sync = nullcontext() if (j == len(micro) - 1 or world == 1) else ddp.no_sync()
             with sync, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 # label dropout / drop-path draws: a function of (seed, step, micro-batch) only

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from . import data, scales
+from . import data
 from .model import ModelConfig, NextScaleTransformer
 from .tokenizer import TOKENIZER_PRESETS, VQVAE
 from .train import TrainConfig, encode_dataset, fit
@@ -15,8 +15,7 @@ from .train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 def digits_split(size: int = 16):
     """((train_x, train_y), (val_x, val_y)): scikit-learn's digits in [-1, 1], 10% held out (seed 0)."""
-    images, labels = data.digits(size=size)
-    return data.split(images, labels, val_fraction=0.1, seed=0)
+    return data.splits("digits", size)
 
 
 def digits_tokenizer(train_x: torch.Tensor, steps: int = 200) -> VQVAE:
@@ -31,7 +30,7 @@ def digits_tokenizer(train_x: torch.Tensor, steps: int = 200) -> VQVAE:
 def teacher_data(vae: VQVAE, x: torch.Tensor):
     """(targets (N, L), teacher inputs (N, L - 1, Cv)): images encoded once, as minivar.train does."""
     targets = encode_dataset(vae, x)
-    return targets, vae.teacher_input(list(targets.split(scales.token_counts(vae.patch_nums), dim=1)))
+    return targets, vae.teacher_input(targets)
 
 
 def digits_model(patch_nums, mixer: str = "var", **overrides) -> NextScaleTransformer:

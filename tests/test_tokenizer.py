@@ -183,3 +183,12 @@ def test_inference_decode_layout_equals_the_training_path(vae_and_images):
     train_path = vae.fhat_to_img(f_hat.clone().requires_grad_(True))
     assert fast.is_contiguous() and train_path.requires_grad
     assert (fast - train_path.detach()).abs().max() < 1e-5
+
+
+def test_teacher_input_takes_the_k_maps_or_one_flat_token_tensor(vae_and_images):
+    vae, x = vae_and_images
+    idx = vae.encode(x)
+    flat = torch.cat(idx, dim=1)
+    assert torch.equal(vae.teacher_input(flat), vae.teacher_input(idx))
+    with pytest.raises(ValueError, match=r"\(B, L=30\)"):
+        vae.teacher_input(flat[:, :-1])
