@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from minivar.environment import describe
 from minivar.mamba2 import Mamba2
 
 
@@ -23,7 +24,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B {a.batch}, L {a.L}, width {a.width}")
+    print(f"{describe()}; B {a.batch}, L {a.L}, width {a.width}")
     print("| headdim | d_state | chunk | fwd+bwd ms | max abs diff vs chunk 256 |")
     print("|---|---|---|---|---|")
     for hd, ds in ((32, 16), (64, 64)):

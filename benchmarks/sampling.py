@@ -16,6 +16,7 @@ import time
 import torch
 
 from minivar import scales
+from minivar.environment import describe
 from minivar.model import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
@@ -51,7 +52,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, cfg 1.5, top-k 900, top-p 0.96")
+    print(f"{describe()}, fp32, cfg 1.5, top-k 900, top-p 0.96")
     cases = [("tiny", 1), ("tiny", 16), ("d16", 1)] + ([("d16", 16)] if args.full else [])
     print(f"{'shape':<5} {'B':>3} {'VAR s':>8} {'M-VAR cached s':>15} {'M-VAR rescan s':>15} "
           f"{'rescan/cached':>14} {'M-VAR/VAR':>10} {'Mamba steps/img cached|rescan':>30}")

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from minivar.environment import describe
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
 
 
@@ -31,7 +32,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {args.threads} threads, fp32")
+    print(f"{describe()}, fp32")
     print(f"{'preset':<9} {'size':>5} {'batch':>5} {'encode img/s':>13} {'decode img/s':>13} {'encode s/batch':>15}")
     for name, batches in [("tiny16", [16]), ("tiny32", [16]), ("official", [1, 4])]:
         cfg = TOKENIZER_PRESETS[name]

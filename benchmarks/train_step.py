@@ -16,6 +16,7 @@ import time
 import torch
 
 from minivar import scales
+from minivar.environment import describe
 from minivar.model import ModelConfig, NextScaleTransformer
 
 
@@ -64,7 +65,7 @@ def main():
     for _ in range(a.reps):
         for m in models:
             times[m].append(step(*models[m], batch))
-    print(f"training step on CPU ({torch.get_num_threads()} threads), depth {a.depth}, width {a.width}, "
+    print(f"{describe()}\ntraining step on CPU ({torch.get_num_threads()} threads), depth {a.depth}, width {a.width}, "
           f"schedule {a.schedule} (L={L}), V={a.vocab}, micro-batch {a.batch}, median of {a.reps} reps\n")
     print(f"| model | parameters | ms / step | images / s | vs VAR |")
     print(f"|---|---|---|---|---|")

@@ -85,6 +85,7 @@ import torch.nn.functional as F
 
 from minivar import official, scales
 from minivar.cpu_memory import keep_freed_memory
+from minivar.environment import describe
 from minivar.model import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
@@ -611,17 +612,6 @@ def format_table(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def report(rep: dict, argv) -> str:
     s = rep["setup"]
     env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MALLOC_MMAP_MAX_",
@@ -629,8 +619,7 @@ def report(rep: dict, argv) -> str:
     if rep["official"] and not any(a.startswith("--var-src") for a in argv):
         env.append(f"VAR_SRC={shlex.quote(rep['official'])}")
     out = [f"command: {' '.join(env + ['python'] + [shlex.quote(a) for a in argv])}",
-           f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; CPU {cpu_name()}, "
-           f"{os.cpu_count()} logical cores; {platform.python_version()}",
+           f"{describe()}, fp32; {os.cpu_count()} logical cores; Python {platform.python_version()}",
            f"official code: {rep['official'] or 'not run (no VAR_SRC)'}; medians of {rep['reps']} interleaved "
            f"reps (warm-up excluded); {s.image_size} px, schedule {tuple(s.patch_nums)} (L {s.L}), V {s.vocab}, "
            f"tokenizer width {s.tok_ch}; sampling cfg {s.sampling['cfg']}, top-k {s.sampling['top_k']}, "

@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import torch  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from minivar import data, runs, viz  # noqa: E402
+from minivar import data, environment, runs, viz  # noqa: E402
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE  # noqa: E402
 from minivar.train import TrainConfig, load_model  # noqa: E402
 from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer  # noqa: E402
@@ -121,7 +120,8 @@ def train_speed(run_dir: str) -> tuple[float, float]:
 
 
 def export_weights(out: str, dest: str) -> None:
-    """The seed-0 tokenizer and models in float16 (the few-MB demo weights of notebook 00), with logs."""
+    """The seed-0 tokenizer and models in float16 (the few-MB demo weights of notebook 00), with logs.
+    The tokenizer path inside each model file and config is written relative to ``dest``."""
     import shutil
     from minivar.tokenizer import atomic_save, safe_load
 
@@ -134,9 +134,13 @@ def export_weights(out: str, dest: str) -> None:
     for name in MODELS:
         run = os.path.join(out, f"{name}_seed0")
         blob = safe_load(os.path.join(run, "model.pt"))
-        atomic_save({**blob, "model": half(blob["model"])}, os.path.join(dest, f"{name}.pt"))
+        atomic_save({**blob, "model": half(blob["model"]), "tokenizer": "tokenizer.pt"},
+                    os.path.join(dest, f"{name}.pt"))
         shutil.copy(os.path.join(run, "metrics.jsonl"), os.path.join(dest, f"{name}_metrics.jsonl"))
-        shutil.copy(os.path.join(run, "config.json"), os.path.join(dest, f"{name}_config.json"))
+        with open(os.path.join(run, "config.json")) as f:
+            conf = json.load(f)
+        conf["train"]["tokenizer"] = "tokenizer.pt"
+        runs.write_json(os.path.join(dest, f"{name}_config.json"), conf)
     print(f"wrote float16 demo weights and their training logs to {dest}")
 
 
@@ -205,7 +209,7 @@ def main(argv=None):
         r = ev["per_seed"][0]
         img_per_s, train_seconds = train_speed(run_dir)
         rows.append({"model": name, "seed": seed, "params": sum(q.numel() for q in model.parameters()),
-                     "config": dataclasses.asdict(cfg), "final_loss": last["loss"], "final_acc": last["acc"],
+                     "config": {**dataclasses.asdict(cfg), "tokenizer": os.path.relpath(cfg.tokenizer, ROOT)}, "final_loss": last["loss"], "final_acc": last["acc"],
                      "fd_cls": r["fd_cls"], "kid": r["kid"], "precision": r["precision"], "recall": r["recall"],
                      "cond_acc": r["cond_acc"], "floor": r["floor"], "N": r["N"],
                      "memorisation_ratio_pixels": r["memorisation_pixels"]["ratio"],
@@ -239,8 +243,7 @@ def main(argv=None):
               "timing_note": "training runs went 2 at a time with 1 thread each (--jobs 2) on a 2-core machine "
                              "that also ran other work; sampling speeds use 2 threads in the main process",
               "command": f"python experiments/study.py {' '.join(sys.argv[1:] if argv is None else argv)}",
-              "machine": {"cpu_threads": os.cpu_count(), "torch": torch.__version__,
-                          "python": platform.python_version()}}
+              "machine": {"cpu_threads": os.cpu_count(), **environment.record()}}
     if a.export_weights:
         export_weights(out, a.export_weights)
     path = os.path.join(res_dir, f"{a.tier}.json")

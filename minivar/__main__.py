@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import os
 import shutil
 import sys
@@ -141,14 +142,15 @@ def report_tokenizer(vae: VQVAE, val_x: torch.Tensor, out: str, seconds: float) 
     return ev
 
 
-def run_tokenizer_training(args, kind: str) -> None:
+def run_tokenizer_training(args, kind: str) -> list[dict]:
+    minutes = check_minutes(args.minutes, zero_means_no_limit=True)
     torch.manual_seed(args.seed)
     cfg = TOKENIZER_PRESETS[args.preset]
     data_path = getattr(args, "data_path", None)
     (tx, _), (vx, _) = data.splits(args.data, cfg.image_size, 0.1, 0, data_path)  # same split as `train`'s
     prepare_run_dir(args.out, kind, getattr(args, "overwrite", False))
     tcfg = TokenizerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                time_limit_s=args.minutes * 60 if args.minutes else None)
+                                time_limit_s=minutes * 60 if minutes else None)
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump({"kind": kind, "data": args.data, "data_path": data_path, "preset": args.preset,
                    "tokenizer": dataclasses.asdict(cfg), "train": dataclasses.asdict(tcfg)}, f, indent=1)
@@ -168,30 +170,85 @@ def run_tokenizer_training(args, kind: str) -> None:
     secs = time.time() - t0
     print(f"trained {hist[-1]['step']} steps in {secs:.0f} s ({hist[-1]['img_per_s']:.0f} images/s)")
     report_tokenizer(vae, vx, args.out, secs)
+    return hist
 
 
 # ---------------------------------------------------------------------- the demo
-def run_demo(args) -> None:
-    """Tokenizer + M-VAR on digits at 16 px, a sample grid and the metrics, in a few minutes."""
+@dataclasses.dataclass(frozen=True)
+class DemoRecipe:
+    """The demo's fixed, seeded recipe. Its result depends on these numbers, never on how fast the
+    machine is: a slow or busy machine takes longer and gets the same model."""
+    tok_steps: int = 400  # tokenizer: batch 32, lr 3e-4
+    steps: int = 500  # M-VAR depth 4, width 128: batch 32, base lr 8e-3
+    seed: int = 0
+    eval_per_class: int = 18  # digits hold out 179 images: N = 179 samples vs 179 reals
+    # what an idle 2-core machine takes (AMD EPYC, torch 2.13 CPU): the ETA's yardstick
+    reference_seconds: float = 300.0
+
+
+# The demo's pass mark, also stated in the README: the samples must show their class, and their
+# feature statistics must sit near the real-vs-real floor.
+DEMO_MIN_COND_ACC = 0.90
+DEMO_MAX_FD_OVER_FLOOR = 2.0
+
+
+def check_minutes(minutes, option: str = "--minutes", zero_means_no_limit: bool = False) -> float | None:
+    """A time limit from the command line: None (no limit) or a positive, finite number of minutes."""
+    if minutes is None or (zero_means_no_limit and minutes == 0):
+        return None
+    if not math.isfinite(minutes) or minutes <= 0:
+        hint = "0 or leave it out for no limit" if zero_means_no_limit else "leave it out for no limit"
+        raise ConfigError(f"{option} {minutes} is not a time limit: give a positive number of minutes ({hint})")
+    return minutes
+
+
+def _demo_estimate(recipe: DemoRecipe, cfg, vae_cfg) -> tuple[float, float]:
+    """(tokenizer seconds, transformer seconds) the recipe will take here, from a few timed steps."""
     from . import runs
+    with torch.random.fork_rng():
+        vae = VQVAE(vae_cfg)
+        x = torch.rand(64, 3, vae_cfg.image_size, vae_cfg.image_size) * 2 - 1
+        hist = train_tokenizer(vae, x, TokenizerTrainConfig(steps=4, batch_size=32, log_every=4), progress=False)
+        tok_step = 32 / hist[-1]["img_per_s"]
+        tr_step = runs.seconds_per_step(cfg, vae.eval(), num_classes=10, repeats=2)
+    return recipe.tok_steps * tok_step, recipe.steps * tr_step
+
+
+def run_demo(args, recipe: DemoRecipe | None = None) -> dict:
+    """Tokenizer + M-VAR on digits at 16 px, a sample grid and the metrics; returns the demo's verdict
+    (also written to ``eval.json``). ``recipe`` replaces the fixed one (tests run a tiny one)."""
+    from . import environment, runs
     from .train import TrainConfig
+    recipe = recipe or DemoRecipe()
+    cap = check_minutes(args.minutes)
     t0 = time.time()
     out = args.out
     prepare_run_dir(out, "demo", overwrite=True)
-    print(f"minivar demo (budget {args.minutes} min of training):\n 1. a multi-scale residual VQ tokenizer "
-          "on scikit-learn digits at 16 px (scales 1,2,3,4; V=256)")
-    tok = argparse.Namespace(out=os.path.join(out, "tokenizer"), data="digits", preset="tiny16", steps=1500,
-                             batch_size=32, lr=3e-4, minutes=0.35 * args.minutes, seed=args.seed, quiet=args.quiet,
+    tok_dir, run = os.path.join(out, "tokenizer"), os.path.join(out, "mvar")
+    cfg = TrainConfig(data="digits", tokenizer=os.path.join(tok_dir, "tokenizer.pt"), mixer="mvar", depth=4,
+                      width=128, heads=4, steps=recipe.steps, batch_size=32, micro_batch=32, base_lr=8e-3,
+                      warmup_frac=0.05, drop_path=0.0, ema=0.0, log_every=20, ckpt_every=200, seed=recipe.seed)
+    tok_s, tr_s = _demo_estimate(recipe, cfg, TOKENIZER_PRESETS["tiny16"])
+    eta = (tok_s + tr_s) * 1.1 + 25  # + sampling, the feature classifier and the metrics
+    print(f"minivar demo: a fixed recipe (tokenizer {recipe.tok_steps} steps, M-VAR {recipe.steps} steps, seed "
+          f"{recipe.seed}) on {environment.describe()}")
+    print(f"estimated time here: {eta / 60:.1f} min (an idle 2-core reference machine: "
+          f"{recipe.reference_seconds / 60:.1f} min)")
+    if eta > 1.5 * recipe.reference_seconds:
+        print(f"this machine is running {eta / recipe.reference_seconds:.1f}x slower than the reference (busy "
+              "cores or a slower CPU): the demo takes longer, and its result is the same")
+    shares = (tok_s / (tok_s + tr_s), tr_s / (tok_s + tr_s))
+    if cap is not None:
+        print(f"time cap: {cap:g} min of training (--minutes); a capped run stops early and is reported as such")
+
+    print("\n 1. a multi-scale residual VQ tokenizer on scikit-learn digits at 16 px (scales 1,2,3,4; V=256)")
+    tok = argparse.Namespace(out=tok_dir, data="digits", preset="tiny16", steps=recipe.tok_steps, batch_size=32,
+                             lr=3e-4, minutes=cap * shares[0] if cap else 0, seed=recipe.seed, quiet=args.quiet,
                              overwrite=True)
-    run_tokenizer_training(tok, "train-tokenizer")
+    tok_hist = run_tokenizer_training(tok, "train-tokenizer")
     print("\n 2. an M-VAR transformer (depth 4, width 128: intra-scale attention + Mamba2) on the "
           "token indices, encoded once")
-    cfg = TrainConfig(data="digits", tokenizer=os.path.join(tok.out, "tokenizer.pt"), mixer="mvar", depth=4,
-                      width=128, heads=4, steps=1200, batch_size=32, micro_batch=16, base_lr=8e-3,
-                      warmup_frac=0.05, drop_path=0.0, ema=0.0, log_every=20, ckpt_every=400,
-                      minutes=0.55 * args.minutes, seed=args.seed)
-    cfg.steps = runs.calibrate_steps(cfg, cfg.minutes * 60, num_classes=10)  # the lr schedule fits the budget
-    run = os.path.join(out, "mvar")
+    cfg = dataclasses.replace(cfg, minutes=cap * shares[1] if cap else 0.0)
     prepare_run_dir(run, "train", overwrite=True)
     runs.write_json(os.path.join(run, "config.json"), {"kind": "train", "train": dataclasses.asdict(cfg)})
     last = runs.train_in_folder(cfg, run, progress=not args.quiet)
@@ -201,9 +258,43 @@ def run_demo(args) -> None:
     print("\n 3. class-conditional samples and metrics")
     png = runs.sample_grid(argparse.Namespace(run=run, checkpoint=None, per_class=8, cfg=1.5, top_k=0,
                                               top_p=0.0, seed=0, png=os.path.join(out, "samples.png")))
-    runs.evaluate(argparse.Namespace(run=run, checkpoint=None, per_class=18, cfg=1.5, top_k=0, top_p=0.0,
-                                     seeds="0", classifier=os.path.join(out, "classifier_digits16.pt")))
-    print(f"\ndemo done in {time.time() - t0:.0f} s; see {png} and {os.path.join(run, 'eval.json')}")
+    report = runs.evaluate(argparse.Namespace(run=run, checkpoint=None, per_class=recipe.eval_per_class, cfg=1.5,
+                                              top_k=0, top_p=0.0, seeds="0",
+                                              classifier=os.path.join(out, "classifier_digits16.pt")))
+    verdict = demo_verdict(report, recipe, cap, tok_steps=tok_hist[-1]["step"], steps=last["step"])
+    report["demo"] = verdict
+    runs.write_json(os.path.join(run, "eval.json"), report)
+    print(f"\ndemo finished in {(time.time() - t0) / 60:.1f} min; see {png} and {os.path.join(run, 'eval.json')}")
+    for line in verdict["lines"]:
+        print(line)
+    return verdict
+
+
+def demo_verdict(report: dict, recipe: DemoRecipe, cap, tok_steps: int, steps: int) -> dict:
+    """Compare the demo's metrics with its pass mark; the last lines it prints say what happened."""
+    acc, fd = report["summary_mean_std"]["cond_acc"][0], report["summary_mean_std"]["fd_cls"][0]
+    floor = report["per_seed"][0]["floor"]["fd_cls"]
+    capped = tok_steps < recipe.tok_steps or steps < recipe.steps
+    ok_acc, ok_fd = acc >= DEMO_MIN_COND_ACC, fd <= DEMO_MAX_FD_OVER_FLOOR * floor
+    lines = [f"  conditional accuracy {acc * 100:.1f}% (pass: >= {DEMO_MIN_COND_ACC * 100:.0f}%) "
+             + ("ok" if ok_acc else "MISSED"),
+             f"  FD-cls {fd:.2f} (pass: <= {DEMO_MAX_FD_OVER_FLOOR:g} x the real-vs-real floor {floor:.2f} = "
+             f"{DEMO_MAX_FD_OVER_FLOOR * floor:.2f}) " + ("ok" if ok_fd else "MISSED")]
+    if capped:
+        lines.append(f"  the --minutes {cap:g} cap stopped training early: tokenizer {tok_steps}/{recipe.tok_steps} "
+                     f"steps, M-VAR {steps}/{recipe.steps} steps")
+    passed = ok_acc and ok_fd
+    if passed:
+        lines.append("demo PASSED: the model meets the demo's pass mark"
+                     + (" (although the time cap cut its training short)" if capped else ""))
+    else:
+        lines.append("demo FAILED: the model misses the pass mark above"
+                     + (" because the --minutes cap cut its training short; run without --minutes" if capped
+                        else "; this is a bug worth reporting, with eval.json"))
+    return {"passed": passed, "cond_acc": acc, "fd_cls": fd, "fd_cls_floor": floor,
+            "pass_mark": {"cond_acc_min": DEMO_MIN_COND_ACC, "fd_cls_max_over_floor": DEMO_MAX_FD_OVER_FLOOR},
+            "recipe": dataclasses.asdict(recipe), "time_cap_minutes": cap, "capped": capped,
+            "steps_done": {"tokenizer": tok_steps, "mvar": steps}, "lines": lines}
 
 
 # ---------------------------------------------------------------------- train / sample / eval
@@ -254,8 +345,9 @@ def main(argv=None) -> None:
 
     d = sub.add_parser("demo", help="tokenizer + M-VAR on digits, a sample grid and metrics (~5 min on 2 cores)")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--minutes", type=float, default=4.0, help="training budget, tokenizer + transformer")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--minutes", type=float, default=None,
+                   help="optional cap on the training time (default: none; the recipe is fixed in steps, "
+                   "and a capped run that misses the pass mark exits with an error)")
     d.add_argument("--quiet", action="store_true")
     t = sub.add_parser("train-tokenizer", help="train a multi-scale VQ tokenizer")
     t.add_argument("--out", required=True)
@@ -319,7 +411,8 @@ def main(argv=None) -> None:
         keep_freed_memory()  # CPU training: reuse freed activations instead of page-faulting them in again
     try:
         if args.command == "demo":
-            run_demo(args)
+            if not run_demo(args)["passed"]:
+                sys.exit(1)
         elif args.command == "train-tokenizer":
             run_tokenizer_training(args, "train-tokenizer")
         elif args.command == "train":

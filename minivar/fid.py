@@ -31,7 +31,7 @@ import zipfile
 import numpy as np
 import torch
 
-from . import data, metrics
+from . import data, environment, metrics
 from .inception import load_inception
 from .official import load_tokenizer
 from .tokenizer import CheckpointError
@@ -189,7 +189,7 @@ def fid_report(samples: str, ref: str, inception: str, out: str | None = None, b
         "resize": "bilinear to 299x299, align_corners=False (pytorch-fid), then [-1, 1]",
         "is": f"softmax(pool3 @ fc.weight.T) without bias, {is_splits} splits", "pr_k": pr_k,
         "pr_sets": "reference arr_0 vs all samples", "fid_math": "eigenvalues (minivar.metrics.frechet_distance)",
-        "batch_size": batch_size, "device": str(device), "torch": torch.__version__,
+        "batch_size": batch_size, "device": str(device), "environment": environment.record(),
         "backend_note": "PyTorch port: close to, not identical with, OpenAI's TensorFlow evaluator"}
     report["seconds"] = time.time() - t0
     if out:
@@ -241,7 +241,7 @@ def reconstruct(args) -> dict:
             origs.append(x_u8.permute(0, 2, 3, 1).numpy())
     report = {"N": n, "psnr_db": 10 * np.log10(4.0) - 10 * se / n, "tokenizer": os.path.abspath(args.tokenizer),
               "data": os.path.abspath(args.data_path), "preprocess": "VAR: shorter side 1.125x (Lanczos), centre crop",
-              "seconds": time.time() - t0}
+              "seconds": time.time() - t0, "environment": environment.record()}
     if args.npz:
         metrics.pack_npz(args.png_dir, args.npz)
     if args.orig_npz:

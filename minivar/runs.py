@@ -7,6 +7,7 @@ an official VAR / M-VAR checkpoint instead of a run, and shares its batches over
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import data, metrics, official, viz
+from . import data, environment, metrics, official, viz
 from .model import ModelConfig
 from .official import load_tokenizer
 from .tokenizer import VQVAE, CheckpointError
@@ -68,6 +69,9 @@ def check_train_inputs(cfg: TrainConfig) -> None:
         raise RunError(f"mamba_headdim {cfg.mamba_headdim} must divide 2 x width = {2 * mcfg.width}")
     if cfg.amp not in ("auto", "none", "bf16", "fp16"):
         raise RunError(f"amp must be auto, none, bf16 or fp16, got {cfg.amp!r}")
+    if not math.isfinite(cfg.minutes) or cfg.minutes < 0:
+        raise RunError(f"minutes {cfg.minutes} is not a time limit: give a positive number of minutes, "
+                       "or 0 for no limit")
     if cfg.micro_batch < 1 or cfg.batch_size < 1 or cfg.steps < 1:
         raise RunError("steps, batch_size and micro_batch must be >= 1")
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -104,26 +108,27 @@ def train_in_folder(cfg: TrainConfig, out: str, resume: bool = False, progress: 
         raise RunError(str(e)) from None
 
 
-def calibrate_steps(cfg: TrainConfig, seconds: float, num_classes: int) -> int:
-    """How many optimizer steps of ``cfg`` fit in ``seconds`` here (times 3 steps on random tokens)."""
+def seconds_per_step(cfg: TrainConfig, vae: VQVAE, num_classes: int, repeats: int = 3) -> float:
+    """Wall seconds of one optimizer step of ``cfg`` here (best of ``repeats`` after a warm-up, on
+    random tokens): a speed measurement for ETAs, never an input to the recipe."""
     from .model import NextScaleTransformer
     from .train import model_config_for
-    vae = load_tokenizer(cfg.tokenizer)
     model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
     opt = torch.optim.AdamW(model.parameters())
     mc, n = model.config, cfg.micro_batch
-    idx = torch.randint(mc.vocab_size, (n, model.L))
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(mc.vocab_size, (n, model.L), generator=g)
     x_in = vae.teacher_input(idx)
-    y = torch.randint(num_classes, (n,))
+    y = torch.randint(num_classes, (n,), generator=g)
     times = []
-    for _ in range(4):
-        t = time.time()
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
         for _ in range(max(1, cfg.batch_size // n)):
             model.loss(y, x_in, idx)["loss"].backward()
         opt.step()
         opt.zero_grad()
-        times.append(time.time() - t)
-    return max(20, int(seconds / min(times[1:]) * 0.85))
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
 
 
 # ---------------------------------------------------------------------- sampling
@@ -221,7 +226,7 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
     if rank == 0:
         settings = {"N": len(labels), "per_class": per_class, "cfg": cfg, "top_k": top_k, "top_p": top_p,
                     "seed": seed, "seed_rule": "batch b uses seed + b", "batch_size": batch_size, "amp": amp,
-                    "device": str(device), "ranks": world, "torch": torch.__version__, **(info or {})}
+                    "device": str(device), "ranks": world, "environment": environment.record(), **(info or {})}
         write_json(os.path.join(folder, "sampling.json"), settings)
         if npz:
             metrics.pack_npz(folder, npz)
@@ -311,7 +316,8 @@ def evaluate(args) -> dict:
     rec_tok = vae_report(vae, vx, clf)
     report = {"N": runs_[0]["N"], "seeds": seeds, "sampling": sampling, "model": model_path,
               "feature_net": clf_info, "summary_mean_std": summary, "per_seed": runs_, "tokenizer": rec_tok,
-              "note": "FD-cls is a Fréchet distance in the features of our frozen classifier, not FID"}
+              "note": "FD-cls is a Fréchet distance in the features of our frozen classifier, not FID",
+              "environment": environment.record()}
     write_json(os.path.join(args.run, "eval.json"), report)
     print_report(report)
     return report

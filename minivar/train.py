@@ -396,6 +396,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     if rank == 0:
         final = ema if ema is not None else model
         atomic_save({"kind": "minivar-model", "model_config": dataclasses.asdict(mcfg),
-                     "model": final.state_dict(), "step": step, "tokenizer": os.path.abspath(cfg.tokenizer)},
+                     "model": final.state_dict(), "step": step,
+                     "tokenizer": os.path.relpath(os.path.abspath(cfg.tokenizer), os.path.abspath(run_dir))},
                     os.path.join(run_dir, "model.pt"))
     return {**rec, "step": step, "seconds": time.time() - t0}

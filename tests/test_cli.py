@@ -122,19 +122,69 @@ def test_sample_and_eval_verbs(tok, tmp_path, capsys):
     assert "not a run folder" in fails(["sample", "--run", str(tmp_path / "nothing")])
 
 
-def test_demo_end_to_end_with_a_tiny_time_budget(tmp_path, capsys):
+TINY_DEMO = dict(tok_steps=30, steps=8, eval_per_class=18)
+
+
+def test_demo_that_misses_its_pass_mark_ends_with_an_error(tmp_path, capsys, monkeypatch):
+    """A recipe far too short for the thresholds: the demo runs end to end, then exits non-zero."""
+    import minivar.__main__ as cli
+    recipe = cli.DemoRecipe(**TINY_DEMO)
+    monkeypatch.setattr(cli, "DemoRecipe", lambda: recipe)
     out = tmp_path / "demo"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: one thread is as fast and never stalls on a busy machine
     try:
-        main(["demo", "--out", str(out), "--minutes", "0.05", "--quiet"])
+        with pytest.raises(SystemExit) as e:
+            main(["demo", "--out", str(out), "--quiet"])
     finally:
         torch.set_num_threads(threads)
-    text = capsys.readouterr().out
-    assert "FD-cls" in text and "cond. acc." in text and "demo done" in text
+    assert e.value.code == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("demo FAILED") and "cap" not in lines[-1]
+    assert any("MISSED" in line for line in lines[-4:])
     assert (out / "samples.png").exists() and (out / "tokenizer" / "tokenizer.pt").exists()
     rep = json.loads((out / "mvar" / "eval.json").read_text())
     assert rep["feature_net"]["test_acc"] > 0.5 and rep["N"] == 179
+    demo = rep["demo"]
+    assert demo["passed"] is False and demo["capped"] is False and demo["time_cap_minutes"] is None
+    assert demo["steps_done"] == {"tokenizer": 30, "mvar": 8}
+    assert demo["cond_acc"] < cli.DEMO_MIN_COND_ACC or demo["fd_cls"] > 2 * demo["fd_cls_floor"]
+    env = rep["environment"]
+    assert env["torch"] == torch.__version__ and env["threads"] == 1 and env["cpu_capability"]
+
+
+def test_demo_time_cap_is_reported_when_it_cuts_training_short(tmp_path, capsys, monkeypatch):
+    import minivar.__main__ as cli
+    recipe = cli.DemoRecipe(**{**TINY_DEMO, "steps": 100_000})
+    monkeypatch.setattr(cli, "DemoRecipe", lambda: recipe)
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(out), "--quiet", "--minutes", "0.05"])
+    assert e.value.code == 1
+    text = capsys.readouterr().out
+    assert "time cap: 0.05 min" in text
+    assert text.strip().splitlines()[-1].startswith("demo FAILED") and "--minutes cap" in text.strip().splitlines()[-1]
+    demo = json.loads((out / "mvar" / "eval.json").read_text())["demo"]
+    assert demo["capped"] is True and demo["time_cap_minutes"] == 0.05
+    assert 0 < demo["steps_done"]["mvar"] < 100_000
+
+
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf"])
+def test_demo_rejects_a_time_cap_that_is_not_one(tmp_path, minutes):
+    out = tmp_path / "demo"
+    msg = fails(["demo", "--out", str(out), "--minutes", minutes])
+    assert msg.startswith("error: --minutes") and "positive number of minutes" in msg
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("verb,extra", [("train-tokenizer", []), ("train", ["--tokenizer", "TOK", *TINY])])
+@pytest.mark.parametrize("minutes", ["-1", "nan"])
+def test_train_rejects_a_negative_or_nan_time_limit(tok, tmp_path, verb, extra, minutes):
+    out = tmp_path / "run"
+    extra = [tok if a == "TOK" else a for a in extra]
+    msg = fails([verb, "--out", str(out), *extra, "--minutes", minutes])
+    assert msg.startswith("error: ") and "minutes" in msg and "no limit" in msg
+    assert not out.exists()
 
 
 def test_train_tokenizer_with_a_missing_dataset_writes_nothing(tmp_path):

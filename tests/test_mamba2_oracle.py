@@ -1,10 +1,17 @@
 """Parity of minivar.mamba2 with mamba-ssm's own pure-PyTorch reference functions, on CPU.
 
-mamba-ssm 2.3.2.post1 installs without CUDA (MAMBA_SKIP_CUDA_BUILD=TRUE); importing it then
-needs one stub, for the missing compiled extension ``selective_scan_cuda``. Its CUDA/Triton entry
-points are swapped (per test, with monkeypatch) for the pure-torch references that ship beside
-them. The file skips cleanly when mamba_ssm is not installed.
+mamba-ssm 2.3.2.post1 installs without CUDA (MAMBA_SKIP_CUDA_BUILD=TRUE, ``make install`` does
+it with ``--no-deps``). Only its modules and ops are imported here, never the package's
+``__init__`` (which pulls in its language-model wrapper and, through it, ``transformers``):
+
+* the package is registered as a bare namespace over its installed folder;
+* the compiled extension ``selective_scan_cuda`` that is missing on CPU gets an empty stub;
+* ``huggingface_hub``, when absent, gets a stub of the one mixin class ``Mamba2`` inherits from.
+
+Its CUDA/Triton entry points are swapped (per test, with monkeypatch) for the pure-torch
+references that ship beside them. The file skips cleanly when mamba_ssm is not installed.
 """
+import importlib.util
 import sys
 import types
 
@@ -12,13 +19,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+_spec = importlib.util.find_spec("mamba_ssm")
+if _spec is None:
+    pytest.skip("mamba_ssm is not installed (make install adds it)", allow_module_level=True)
+if "mamba_ssm" not in sys.modules:
+    _pkg = types.ModuleType("mamba_ssm")
+    _pkg.__path__ = list(_spec.submodule_search_locations)
+    sys.modules["mamba_ssm"] = _pkg
 sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-mamba_ssm = pytest.importorskip("mamba_ssm")
+if importlib.util.find_spec("huggingface_hub") is None:
+    _hub = types.ModuleType("huggingface_hub")
+    _hub.PyTorchModelHubMixin = type("PyTorchModelHubMixin", (), {})
+    sys.modules["huggingface_hub"] = _hub
 
 import mamba_ssm.modules.mamba2 as ref_mamba2_mod  # noqa: E402
 import mamba_ssm.ops.selective_scan_interface as ref_scan_mod  # noqa: E402
 import mamba_ssm.ops.triton.layernorm_gated as ref_norm_mod  # noqa: E402
 import mamba_ssm.ops.triton.ssd_combined as ref_ssd_mod  # noqa: E402
+from mamba_ssm.modules.mamba2 import Mamba2 as RefMamba2  # noqa: E402
 from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete  # noqa: E402
 from mamba_ssm.ops.triton.selective_state_update import selective_state_update_ref  # noqa: E402
 
@@ -40,7 +58,7 @@ def ours_and_ref(d_model=32, ngroups=1, **kw):
     """Our layer and mamba_ssm.Mamba2 from the same seed (same creation order -> same weights)."""
     kw = {**KW, **kw}
     torch.manual_seed(123)
-    ref = mamba_ssm.Mamba2(d_model, ngroups=ngroups, use_mem_eff_path=False, layer_idx=0, **kw)
+    ref = RefMamba2(d_model, ngroups=ngroups, use_mem_eff_path=False, layer_idx=0, **kw)
     torch.manual_seed(123)
     ours = Mamba2(d_model, ngroups=ngroups, **kw)
     return ours, ref
@@ -72,7 +90,7 @@ def test_state_dict_round_trip():
     ours, ref = ours_and_ref()
     fresh = Mamba2(32, **KW)
     fresh.load_state_dict(ref.state_dict(), strict=True)
-    ref2 = mamba_ssm.Mamba2(32, use_mem_eff_path=False, **KW)
+    ref2 = RefMamba2(32, use_mem_eff_path=False, **KW)
     ref2.load_state_dict(fresh.state_dict(), strict=True)
     for k, v in ref.state_dict().items():
         assert torch.equal(ref2.state_dict()[k], v)
