@@ -6,7 +6,7 @@ fast they are against the alternatives.
 1. Always: visited vs. dense (query block, key block) tiles for the 256 px (L = 680) and 512 px
    (L = 2240) schedules, block-causal (VAR) and intra-scale (M-VAR), for a few tile sizes.
 2. With CUDA only: forward and forward+backward times at d16 shapes (B 8, H 16, c 64, bf16) of
-   - Triton      kernels/scale_attention.py (skips tiles outside each query block's key range)
+   - Triton      minivar/kernels/scale_attention.py (skips tiles outside each query block's key range)
    - SDPA        torch's scaled_dot_product_attention with a dense (L, L) boolean mask
    - Flex        torch's FlexAttention with a block mask (compiled)
    - flash-attn  flash_attn_varlen_func, one sequence per (image, scale); intra mode only, since

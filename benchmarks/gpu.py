@@ -5,7 +5,7 @@
 
 Prints three tables:
 1. train step (forward + backward + AdamW on one micro-batch of pre-tokenized images, as
-   minivar.train) in images/s per GPU, and the peak memory;
+   minivar.training.trainer) in images/s per GPU, and the peak memory;
 2. sampling in images/s: 10 scales with cfg 1.5, top-k 900, top-p 0.96, plus the decode of the
    official-architecture tokenizer (random weights), batch ``--sample-batch``;
 3. fast-path ratios (reference time / fast time, > 1: the fast path wins), forward + backward at
@@ -23,8 +23,8 @@ import time
 import torch
 
 from minivar import scales
-from minivar.mamba2 import Mamba2, _fused_scan
-from minivar.model import ModelConfig, NextScaleTransformer, loss_stats
+from minivar.models.mamba2 import Mamba2, _fused_scan
+from minivar.models import ModelConfig, NextScaleTransformer, loss_stats
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
 
 PNS = scales.PRESETS["256"]
@@ -91,7 +91,7 @@ def sample_row(mixer: str, vae, a) -> dict:
 
 
 def attention_rows(a) -> list[tuple[str, float]]:
-    from minivar.attention import scale_attention
+    from minivar.models.attention import scale_attention
     B, H, c = a.batch, 16, 64
     L = scales.num_tokens(PNS)
     q, k, v = (torch.randn(B, H, L, c, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))

@@ -13,7 +13,7 @@ import time
 import torch
 
 from minivar.environment import describe
-from minivar.mamba2 import Mamba2
+from minivar.models.mamba2 import Mamba2
 
 
 def main():

@@ -17,7 +17,7 @@ import torch
 
 from minivar import scales
 from minivar.environment import describe
-from minivar.model import ModelConfig, NextScaleTransformer
+from minivar.models import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
 

@@ -4,7 +4,7 @@
     python benchmarks/train_step.py --schedule 32px --width 256 --reps 5
 
 One "step" = forward + backward + AdamW on one micro-batch of pre-tokenized images (the tokenizer
-is not run, as in minivar.train). The two models alternate rep by rep so that machine noise hits
+is not run, as in minivar.training.trainer). The two models alternate rep by rep so that machine noise hits
 both alike; the table reports the median. Compare ratios within one run, not across machines.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from minivar import scales
 from minivar.environment import describe
-from minivar.model import ModelConfig, NextScaleTransformer
+from minivar.models import ModelConfig, NextScaleTransformer
 
 
 def build(mixer: str, a) -> tuple[NextScaleTransformer, torch.optim.Optimizer]:

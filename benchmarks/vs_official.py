@@ -1,4 +1,4 @@
-"""minivar side by side with the official VAR code, on the same weights, in one run (issue 11).
+"""minivar side by side with the official VAR code, on the same weights, in one run.
 
     VAR_SRC=/path/to/FoundationVision-VAR python benchmarks/vs_official.py           # every row (minutes)
     VAR_SRC=/path/to/FoundationVision-VAR python benchmarks/vs_official.py --quick   # d4 only, smoke test
@@ -30,7 +30,7 @@ Rows (``--rows``, comma-separated; default: all, and all but ``sample-d16`` with
 
 Environment. Run it on an idle machine with OpenMP's default wait policy: OMP_WAIT_POLICY=PASSIVE
 (sleeping worker threads) made every small op slower here (d4 sampling 0.17 -> 0.23 s, M-VAR
-0.25 -> 0.42 s). ``--malloc keep`` applies ``minivar.cpu_memory.keep_freed_memory()`` to the whole
+0.25 -> 0.42 s). ``--malloc keep`` applies ``minivar.fast.cpu_memory.keep_freed_memory()`` to the whole
 process first, so to both contenders alike.
 
 Method. Every group of timed calls runs interleaved, in the order A B C, C B A, A B C, ... (each
@@ -40,8 +40,8 @@ Each training step does what the project's own trainer does per micro-batch, min
 and the tokenizer: the official one ``VAR.forward`` (label dropout and drop-path on, as in
 training), ``trainer.py``'s loss (cross-entropy times the 1/L loss weight, summed, batch mean), the
 argmax its trainer takes for logging, backward, clip 2.0 and its fused AdamW; minivar's
-``model.loss`` (head and cross-entropy fused in chunks, with the accuracy, as ``minivar.train``
-runs it), backward, clip 2.0 and ``minivar.train``'s AdamW. "Without decode" replaces the
+``model.loss`` (head and cross-entropy fused in chunks, with the accuracy, as ``minivar.training.trainer``
+runs it), backward, clip 2.0 and ``minivar.training.trainer``'s AdamW. "Without decode" replaces the
 tokenizer's ``fhat_to_img`` by the identity for both samplers.
 
 FLOPs. The GFLOP/s column divides an analytic count by minivar's median step time. Per step
@@ -54,7 +54,7 @@ FLOPs. The GFLOP/s column divides an analytic count by minivar's median step tim
   + 12 * B * C * pairs * depth   attention, QK^T and AV over the (query, key) pairs the mask allows
                                  (block-causal 286,434 at 256 px; M-VAR intra-scale 110,468)
 
-(VAR-d4, B16: 274 GFLOP of linear layers + 56 of attention = 330; SPEC 10 quotes 365 with dense
+(VAR-d4, B16: 274 GFLOP of linear layers + 56 of attention = 330; 365 with dense
 attention.) M-VAR's count leaves out the Mamba2 scan itself, so its GFLOP/s is a lower bound. The
 matmul probe (a 2048 x 2048 fp32 GEMM, before and after the timings) says what these cores reach.
 
@@ -84,12 +84,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minivar import official, scales
-from minivar.cpu_memory import keep_freed_memory
+from minivar.fast.cpu_memory import keep_freed_memory
 from minivar.environment import describe
-from minivar.model import ModelConfig, NextScaleTransformer
+from minivar.models import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
-from minivar.train import param_groups
+from minivar.training.trainer import param_groups
 
 ROWS = ("train", "mvar-train", "sample", "sample-nodecode", "sample-d16", "encode", "mvar-sample")
 SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)  # the FID setting, for both samplers (top-k <= V)
@@ -99,7 +99,7 @@ LR, BETAS, WD, CLIP = 1e-4, (0.9, 0.95), 0.05, 2.0
 
 @dataclass
 class Setup:
-    """Shapes of one benchmark run. The defaults are the rows of issue 11 (256 px, V 4096)."""
+    """Shapes of one benchmark run. The defaults are the rows of the README's table (256 px, V 4096)."""
     depth: int = 4  # the d4 rows
     big_depth: int = 16  # the sample-d16 row
     head_dim: int = 64  # width = head_dim * depth, heads = depth (the papers' size rule)
@@ -129,8 +129,9 @@ class Setup:
 
 
 QUICK = dataclasses.replace(Setup(), tok_ch=32, train_batch=4)
-# what SPEC 10 measured for the official code with the default Setup (2 cores, fp32, torch 2.13)
-SPEC10 = {"train": "3.1 s (5.2 img/s)", "mvar-train": "CUDA only", "sample": "2.5 s", "sample-nodecode": "0.31 s",
+# the project's first timings of the official code with the default Setup (2 cores, fp32, torch 2.13,
+# OMP_WAIT_POLICY=PASSIVE as it later turned out)
+FIRST_MEASURED = {"train": "3.1 s (5.2 img/s)", "mvar-train": "CUDA only", "sample": "2.5 s", "sample-nodecode": "0.31 s",
           "sample-d16": "7.1 s", "encode": "1.17 s", "mvar-sample": "—"}
 
 
@@ -399,7 +400,7 @@ def group_train(s: Setup, rows, off, reps, checks: Checks) -> dict:
 
     def minivar_step(m, opt):
         def step():
-            out = m.loss(y, x_in, tgt)  # what minivar.train runs: head + loss fused
+            out = m.loss(y, x_in, tgt)  # what minivar.training.trainer runs: head + loss fused
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(m.parameters(), CLIP)
@@ -537,7 +538,7 @@ def table_rows(rep: dict) -> list[dict]:
     def gf(flops, sec):
         return f"{flops / sec / 1e9:.0f} ({100 * flops / sec / 1e9 / probe:.0f}% of GEMM)"
     for key in rep["rows"]:
-        sp = SPEC10[key] if spec else ""
+        sp = FIRST_MEASURED[key] if spec else ""
         if key == "train":
             t = T["train"]
             o, m = t.get("official VAR"), t["minivar VAR"]
@@ -591,7 +592,7 @@ def format_table(rep: dict) -> str:
     spec = rep["setup"] == Setup()
     head = ["what", "official", "minivar", "ratio", "target", "met", "minivar GFLOP/s"]
     if spec:
-        head.insert(1, "official, SPEC §10")
+        head.insert(1, "official, first measured")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         B = s.train_batch if r["key"] in ("train", "mvar-train") else None
@@ -654,8 +655,8 @@ def main(argv=None):
                    help="extracted official VAR checkout (default: $VAR_SRC; empty: minivar alone)")
     p.add_argument("--probe-n", type=int, default=2048)
     p.add_argument("--malloc", choices=("default", "keep"), default="default",
-                   help="keep: minivar.cpu_memory.keep_freed_memory() first, for both contenders (what "
-                        "`python -m minivar train` does on CPU); default: glibc as is, as SPEC 10 measured")
+                   help="keep: minivar.fast.cpu_memory.keep_freed_memory() first, for both contenders (what "
+                        "`python -m minivar train` does on CPU); default: glibc as is, as the first measurement ran")
     a = p.parse_args(argv[1:])
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -7,7 +7,7 @@
 
 One tier = one tokenizer (trained once, seed 0) + for each seed a VAR and an M-VAR run through
 ``python -m minivar train`` (so every run checkpoints and resumes: re-running the command after a
-kill continues where it stopped) + ``minivar.runs.evaluate`` on each run + timings. It writes
+kill continues where it stopped) + ``minivar.cli.runs.evaluate`` on each run + timings. It writes
 ``experiments/results/<tier>.json`` (every number, the commands, the settings) and PNG sample grids;
 notebook 09 reads them. Run folders stay in ``runs/study/<tier>`` and are not committed.
 
@@ -35,10 +35,12 @@ import torch  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from minivar import data, environment, runs, viz  # noqa: E402
+from minivar import data, environment, viz  # noqa: E402
+from minivar.cli import runs
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE  # noqa: E402
-from minivar.train import TrainConfig, load_model  # noqa: E402
-from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer  # noqa: E402
+from minivar.loading import load_model  # noqa: E402
+from minivar.training import TrainConfig  # noqa: E402
+from minivar.training import TokenizerTrainConfig, train_tokenizer  # noqa: E402
 
 # tier -> dataset, tokenizer preset + steps, held-out fraction (Fashion-MNIST uses its official split),
 # transformer steps (batch 32), eval samples per class.
@@ -123,7 +125,7 @@ def export_weights(out: str, dest: str) -> None:
     """The seed-0 tokenizer and models in float16 (the few-MB demo weights of notebook 00), with logs.
     The tokenizer path inside each model file and config is written relative to ``dest``."""
     import shutil
-    from minivar.tokenizer import atomic_save, safe_load
+    from minivar.checkpoints import atomic_save, safe_load
 
     def half(sd):
         return {k: v.half() if v.dtype == torch.float32 else v for k, v in sd.items()}

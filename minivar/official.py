@@ -1,4 +1,4 @@
-"""Loading the official checkpoints (FoundationVision/VAR, and later M-VAR) into minivar models.
+"""The official checkpoint formats (FoundationVision/VAR and M-VAR) <-> minivar models.
 
 The official files are plain state dicts. Our module names follow theirs, except the phi convs
 (theirs: ``quantize.quant_resi.qresi_ls.{i}`` for 4 partially shared convs, ``quant_resi.qresi``
@@ -13,7 +13,8 @@ import re
 import torch
 
 from . import scales
-from .tokenizer import VQVAE, CheckpointError, TokenizerConfig, safe_load
+from .tokenizer.vqvae import VQVAE, TokenizerConfig
+from .checkpoints import CheckpointError, safe_load
 
 _PHI_OFFICIAL = [  # (pattern in official keys, our replacement)
     (re.compile(r"^quantize\.quant_resi\.qresi_ls\.(\d+)\."), r"quantize.phis.\1."),
@@ -137,25 +138,11 @@ def load_vae(path_or_state_dict, patch_nums=None, norm_groups: int = 32) -> VQVA
     """
     sd = _as_state_dict(path_or_state_dict)
     if sd.get("kind") == "minivar-tokenizer":
-        raise CheckpointError("this is a minivar tokenizer file; load it with minivar.tokenizer.VQVAE.load")
+        raise CheckpointError("this is a minivar tokenizer file; load it with minivar.loading.load_tokenizer")
     cfg = infer_vae_config(sd, patch_nums, norm_groups)
     vae = VQVAE(cfg)
     strict_load(vae, vae_state_dict_from_official(sd), "the VAR tokenizer architecture inferred from it")
     return vae.eval().requires_grad_(False)
-
-
-def load_tokenizer(path: str) -> VQVAE:
-    """A tokenizer from either kind of file: a minivar ``tokenizer.pt`` or an official VAR
-    tokenizer (``vae_ch160v4096z32.pth``, 256 px schedule). Read once; in eval mode."""
-    blob = safe_load(path)
-    if isinstance(blob, dict) and blob.get("kind") == "minivar-tokenizer":
-        vae = VQVAE(TokenizerConfig(**blob["config"]))
-        vae.load_state_dict(blob["state_dict"])
-        return vae.eval()
-    if isinstance(blob, dict) and blob.get("kind") in ("minivar-model", "minivar-train"):
-        raise CheckpointError(f"{path} is a minivar transformer file, not a tokenizer; pass the tokenizer.pt "
-                              "written by `train-tokenizer` (or the official vae_ch160v4096z32.pth)")
-    return load_vae(blob)
 
 
 # ---------------------------------------------------------------------------- transformers
@@ -176,7 +163,7 @@ def _schedule_from_lvl(sd: dict):
 
 def infer_model_config(sd: dict, patch_nums=None, heads=None):
     """Read a VAR / M-VAR architecture off an official state dict."""
-    from .model import ModelConfig
+    from .models.transformer import ModelConfig
     if "encoder.conv_in.weight" in sd:
         raise CheckpointError("this is a tokenizer checkpoint; load it with minivar.official.load_vae")
     need = ["word_embed.weight", "class_emb.weight", "pos_1LC", "head.weight", "blocks.0.ada_lin.1.weight"]
@@ -213,7 +200,7 @@ def infer_model_config(sd: dict, patch_nums=None, heads=None):
 
 
 def _load_transformer(path_or_state_dict, vae, patch_nums, want: str, heads=None):
-    from .model import NextScaleTransformer
+    from .models.transformer import NextScaleTransformer
     sd = _as_state_dict(path_or_state_dict)
     pn = patch_nums if patch_nums is not None else (vae.patch_nums if vae is not None and "lvl_1L" not in sd else None)
     cfg = infer_model_config(sd, pn, heads)
@@ -243,6 +230,13 @@ def load_var(path_or_state_dict, vae=None, patch_nums=None, heads=None):
 def load_mvar(path_or_state_dict, vae=None, patch_nums=None, heads=None):
     """Official M-VAR checkpoint (``d16.pth`` ... ``d32.pth``) -> ``NextScaleTransformer`` (eval)."""
     return _load_transformer(path_or_state_dict, vae, patch_nums, "mvar", heads)
+
+
+def load_transformer(path_or_state_dict, vae=None, patch_nums=None, heads=None):
+    """An official VAR or M-VAR checkpoint, the kind read off its keys (M-VAR blocks hold ``.mamba.``)."""
+    sd = _as_state_dict(path_or_state_dict)
+    load = load_mvar if any(".mamba." in k for k in sd) else load_var
+    return load(sd, vae=vae, patch_nums=patch_nums, heads=heads)
 
 
 def model_state_dict_to_official(model) -> dict:

@@ -12,13 +12,15 @@ scale k's tokens (built from the running reconstruction f_hat), and
 
 Classifier-free guidance doubles the batch with the null class and mixes the logits with a
 linear ramp over scales: t_k = cfg * k / (K - 1), logits = (1 + t_k) cond - t_k uncond.
+
+The model is driven only through ``model.start`` / ``model.step`` / ``model.scale_input`` (its
+caches are typed, ``minivar.models.caches``); the tokenizer through ``vae.next_input``.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from . import scales
 
 
 def top_k_top_p_candidates(logits_NV: torch.Tensor, top_k: int = 0, top_p: float = 0.0):
@@ -77,27 +79,17 @@ def generate(model, vae, labels_B, cfg=1.5, top_k=900, top_p=0.96, seed=None, re
     _check_args(model, labels_B, cfg, top_k, top_p)
     was_training = model.training
     model.eval()
-    dev = model.pos_1LC.device
+    dev = next(model.parameters()).device
     labels_B = labels_B.to(dev)
-    B, K, pns = labels_B.shape[0], len(model.config.patch_nums), model.config.patch_nums
-    offs = scales.offsets(pns)
+    B, K = labels_B.shape[0], len(model.config.patch_nums)
     g = None if seed is None else torch.Generator(dev).manual_seed(int(seed))
     guided = cfg > 0
     labels = torch.cat((labels_B, torch.full_like(labels_B, model.num_classes))) if guided else labels_B
-    cond_BD = model.class_emb(labels)
-    lvl_pos = model.lvl_pos()
-    x_BlC = model.sos(cond_BD) + lvl_pos[:, :offs[1]]
-    caches = [{"rescan": rescan_mamba} for _ in model.blocks]  # per block: KV / Mamba state, AdaLN
-    head_mod = model.head_modulation(cond_BD)
-    for b in model.blocks:
-        if b.mvar:
-            b.mamba.tokens_scanned = 0
+    state, x_BlC = model.start(labels, rescan_mamba=rescan_mamba)
     f_hat = vae.empty_fhat(B, device=dev)
     indices = []
-    for k, pn in enumerate(pns):
-        for blk, cache in zip(model.blocks, caches):
-            x_BlC = blk(x_BlC, cond_BD, cache)
-        logits = model.logits(x_BlC, cond_BD, head_mod)
+    for k in range(K):
+        logits = model.step(state, x_BlC)
         t = cfg * k / (K - 1)
         mixed = (1 + t) * logits[:B] - t * logits[B:] if guided else logits
         if trace is not None:
@@ -114,7 +106,7 @@ def generate(model, vae, labels_B, cfg=1.5, top_k=900, top_p=0.96, seed=None, re
             codes = ((mixed * (1 + ratio) + gumbel) / tau).softmax(-1) @ vae.quantize.embedding.weight
         f_hat, nxt = vae.next_input(f_hat, k, codes)
         if nxt is not None:
-            x_BlC = model.word_embed(nxt) + lvl_pos[:, offs[k + 1]:offs[k + 2]]
+            x_BlC = model.scale_input(state, nxt)
             if guided:
                 x_BlC = torch.cat((x_BlC, x_BlC))
     model.train(was_training)
@@ -140,7 +132,7 @@ def edit(model, vae, images, mask, labels_B, cfg=1.5, top_k=900, top_p=0.96, see
     At every scale the tokens outside the (downsampled) mask are forced to the image's own codes,
     the ones inside are sampled from the model conditioned on ``labels_B``.
     """
-    gt = vae.encode(images.to(model.pos_1LC.device))
+    gt = vae.encode(images.to(next(model.parameters()).device))
     masks = [m.to(gt[0].device) for m in scale_masks(mask.to(images.device), model.config.patch_nums)]
     if masks[0].shape[0] not in (1, gt[0].shape[0]):
         raise ValueError(f"mask batch {masks[0].shape[0]} does not match {gt[0].shape[0]} images")

@@ -1,4 +1,10 @@
-"""Pictures: image grids for notebooks and run folders (matplotlib only)."""
+"""Pictures: the image convention, its one uint8 converter, and grids for notebooks and run folders.
+
+The convention: inside minivar an image batch is float (B, 3, H, W) in [-1, 1], the tokenizer's
+range (``vae.encode`` takes it, ``vae.decode`` returns it; metrics, grids and files start from it).
+Only the user-facing ``model.generate`` / ``model.edit`` return [0, 1] (multiply by 2, subtract 1 to
+come back). Files hold uint8 (H, W, 3), written through ``to_uint8``.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +12,7 @@ import torch
 
 
 def to_uint8(x_B3HW: torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1] -> uint8 array (B, H, W, 3)."""
+    """Images in [-1, 1] -> uint8 array (B, H, W, 3), rounded to the nearest level (as PNG writers do)."""
     x = ((x_B3HW.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -57,7 +57,7 @@ show = viz.show  # columns of image batches in [0, 1] as one picture
 
 # %%
 from minivar.tokenizer import VQVAE
-from minivar.train import load_model
+from minivar.loading import load_model
 
 W = "../weights/digits16"
 vae = VQVAE.load(f"{W}/tokenizer.pt").eval()  # images <-> token maps of 1x1, 2x2, 3x3, 4x4
@@ -145,25 +145,25 @@ def coarse_decode(vae, indices, k):
 
 
 # %%
-from minivar.exercises import check_coarse_decode
+from minivar.teaching.exercises import check_coarse_decode
 
 check_coarse_decode(coarse_decode)
 
 # %% [markdown]
 # **2. Where do M-VAR's parameters go?** Write `mamba_fraction(model)`: the fraction (0..1) of
-# all parameters that sit inside `minivar.mamba2.Mamba2` layers (hint: `model.modules()`).
+# all parameters that sit inside `minivar.models.mamba2.Mamba2` layers (hint: `model.modules()`).
 
 # %% tags=["solution"]
 def mamba_fraction(model):
     ### BEGIN SOLUTION
-    from minivar.mamba2 import Mamba2
+    from minivar.models.mamba2 import Mamba2
     inside = sum(p.numel() for m in model.modules() if isinstance(m, Mamba2) for p in m.parameters())
     return inside / sum(p.numel() for p in model.parameters())
     ### END SOLUTION
 
 
 # %%
-from minivar.exercises import check_mamba_fraction
+from minivar.teaching.exercises import check_mamba_fraction
 
 check_mamba_fraction(mamba_fraction)
 print(f"in the demo M-VAR: {mamba_fraction(mvar):.3f}")

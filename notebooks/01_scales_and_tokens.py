@@ -189,7 +189,7 @@ plt.show()
 # ## 6. Exercises
 #
 # Write the two functions below; the cell after each checks your answer against
-# `minivar.scales` on several schedules (`minivar.exercises`).
+# `minivar.scales` on several schedules (`minivar.teaching.exercises`).
 #
 # **Exercise 1.** `my_offsets(patch_nums)` returns `[0, n0, n0+n1, ..., L]` as a list of ints.
 
@@ -204,7 +204,7 @@ def my_offsets(patch_nums):
 
 
 # %%
-from minivar.exercises import check_block_causal_mask, check_offsets
+from minivar.teaching.exercises import check_block_causal_mask, check_offsets
 
 check_offsets(my_offsets)
 

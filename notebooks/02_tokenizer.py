@@ -36,9 +36,10 @@ import torch.nn.functional as F
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
 from minivar import data, viz
-from minivar.quantizer import phi_table
+from minivar.tokenizer.quantizer import phi_table
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train_tokenizer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
+from minivar.training import TokenizerTrainConfig, train_tokenizer
+from minivar.training.tokenizer_trainer import evaluate_tokenizer
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -110,7 +111,7 @@ print("hand-made codes == vae.encode:", all(torch.equal(a, b) for a, b in zip(my
 # Scales share a few φ convs: with K scales and n φs, scale k uses the conv whose "tick" in
 # `linspace(1/(3n), 1 − 1/(3n), n)` is closest to k/(K−1). For the official 10 scales and 4 φs
 # two scales are *exact ties* — the official code computes the ticks in float64 (numpy), and
-# float32 breaks the ties the other way (SPEC §2; asked about in VAR issue #73).
+# float32 breaks the ties the other way (asked about in FoundationVision/VAR#73).
 
 # %%
 print("float64 (official):", phi_table(10, 4))
@@ -135,7 +136,7 @@ print("our decode == vae.decode:", torch.allclose(x_rec, vae.decode(ref_idx), at
 # ## 3. What the transformer reads: the cumulative reconstruction
 #
 # When the transformer predicts scale k+1 it does not read scale k's codes. It reads **f_hat
-# after scales 0..k, area-downsampled to scale k+1's side** (SPEC §2; VAR issues #106 and #126
+# after scales 0..k, area-downsampled to scale k+1's side** (FoundationVision/VAR#106 and #126
 # ask why): the coarse scales have already been upsampled and added into f_hat, so this input
 # carries everything decided so far, in the geometry of the next map. For scale 0 the input is
 # a learned start token instead, so the teacher input holds L − 1 = 29 vectors.
@@ -151,7 +152,7 @@ print("its first 4 vectors == area-down(f_hat after scale 0) to 2x2:", torch.all
 # %% [markdown]
 # ## 4. Training on digits
 #
-# `minivar.train_tokenizer` trains with L1·0.2 + L2 reconstruction and VQ + commitment losses on
+# `minivar.training.tokenizer_trainer` trains with L1·0.2 + L2 reconstruction and VQ + commitment losses on
 # the cumulative f_hat (β = 0.25, straight-through), and re-seeds codes that nobody uses (the
 # official repo ships no tokenizer training code; VAR issue #5 and many more ask for it). We train
 # 200 steps of 32 digits — about a minute on one CPU core.
@@ -200,7 +201,7 @@ plt.show()
 # The same story in numbers: the share of the latent's energy that is still unexplained after
 # each scale (‖f − f_hat_k‖² / ‖f‖² on the held-out digits), and how many of the 256 codes each
 # scale uses. The 1×1 scale can only use a handful of codes — one per image at most — so
-# "codebook collapse" at the smallest scales is partly arithmetic (SPEC §2).
+# "codebook collapse" at the smallest scales is partly arithmetic.
 
 # %%
 with torch.no_grad():
@@ -243,7 +244,7 @@ def my_residual_quantize(q, f):
 
 
 # %%
-from minivar.exercises import check_residual_quantize
+from minivar.teaching.exercises import check_residual_quantize
 
 check_residual_quantize(my_residual_quantize)
 

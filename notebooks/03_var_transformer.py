@@ -20,7 +20,7 @@
 # token map at once from the coarser ones: the input sequence (start token + cumulative
 # reconstructions), position and level embeddings, the AdaLN block that injects the class, the
 # block-causal attention, and teacher-forced training with one cross-entropy over all L tokens.
-# Each piece is recomputed by hand and compared with `minivar.model`; then a small VAR is
+# Each piece is recomputed by hand and compared with `minivar.models.transformer`; then a small VAR is
 # trained on handwritten digits and samples a grid of digits.
 #
 # **This notebook needs** a CPU and about 2 minutes (40 s to train a tokenizer, 60 s for VAR).
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
 from minivar import data, scales, viz
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.models import ModelConfig, NextScaleTransformer, next_scale_loss
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from minivar.training import TokenizerTrainConfig, train_tokenizer
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -51,7 +51,7 @@ plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 # The transformer never sees pixels. We train the tokenizer of notebook 02 (same recipe, 200
 # steps), then encode the whole dataset **once**: the token indices are the targets and
 # `vae.teacher_input` gives the inputs (the tokenizer is frozen from here on; encoding costs
-# more than a training step, SPEC §10).
+# more than a training step on a CPU).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -133,7 +133,7 @@ with torch.no_grad():
     mod = lambda x, s, b: F.layer_norm(x, x.shape[-1:], eps=1e-6) * (1 + s) + b  # noqa: E731
     h = seq + g1 * blk.attn(mod(seq, s1, b1))
     h = h + g2 * blk.ffn(mod(h, s2, b2))
-    print("hand-made block == Block.forward:", torch.allclose(h, blk(seq, cond), atol=1e-6))
+    print("hand-made block == VARBlock.forward:", torch.allclose(h, blk(seq, cond), atol=1e-6))
 
 # %% [markdown]
 # ## 5. Block-causal attention
@@ -188,7 +188,7 @@ print(f"initial loss {out['loss'].item():.1f}, ln 256 = {math.log(256):.1f}")
 # VAR's recipe, scaled down: AdamW (β = 0.9, 0.95, weight decay 0.05), a short warm-up, gradient
 # clipping at 2, labels dropped to the null class 10% of the time (that is what makes
 # classifier-free guidance possible later). 400 steps of 32 digits — about a minute.
-# The loop is written out here once; later notebooks call `minivar.train.fit`, which runs the
+# The loop is written out here once; later notebooks call `minivar.training.trainer.fit`, which runs the
 # same recipe in one line.
 
 # %%
@@ -270,7 +270,7 @@ def my_adaln_modulate(x, scale, shift):
 
 
 # %%
-from minivar.exercises import check_adaln_modulate
+from minivar.teaching.exercises import check_adaln_modulate
 
 check_adaln_modulate(my_adaln_modulate)
 

@@ -34,7 +34,8 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import data, sample, scales, tutorial, viz
+from minivar import data, sample, scales, viz
+from minivar.teaching import tutorial
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -56,7 +57,7 @@ t0 = time.time()
 vae = tutorial.digits_tokenizer(train_x, steps=200)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.training.trainer does
 
 model = tutorial.digits_model(patch_nums, mixer="var")  # notebook 03's VAR: depth 4, width 128
 losses = tutorial.fit_digits(model, train_y, inputs, targets, steps=400)  # and its recipe
@@ -111,15 +112,15 @@ def sample_with_cache(labels, verbose=False):
     cond = model.class_emb(labels)
     lvl_pos = model.lvl_pos()
     x = model.sos(cond) + lvl_pos[:, :offs[1]]          # scale 0's input: the start token
-    caches = [{} for _ in model.blocks]                 # one dict per block: "k", "v"
+    states = [blk.new_state() for blk in model.blocks]  # one KVCache per block (.kv)
     f_hat, out = vae.empty_fhat(B), []
     for k in range(K):
-        for blk, cache in zip(model.blocks, caches):
-            x = blk(x, cond, cache)                      # attends to cached keys + its own
+        for blk, state in zip(model.blocks, states):
+            x = blk(x, cond, state)                      # attends to cached keys + its own
         idx_k = model.logits(x, cond).argmax(-1)
         out.append(idx_k)
         if verbose:
-            print(f"step {k}: fed {x.shape[1]:2d} tokens, block 0 caches keys of shape {tuple(caches[0]['k'].shape)}")
+            print(f"step {k}: fed {x.shape[1]:2d} tokens, block 0 caches keys of shape {tuple(states[0].kv.k.shape)}")
         f_hat, nxt = vae.next_input(f_hat, k, idx_k)
         if nxt is not None:
             x = model.word_embed(nxt) + lvl_pos[:, offs[k + 1]:offs[k + 2]]
@@ -233,7 +234,7 @@ def my_cfg_mix(cond, uncond, cfg, k, K):
 
 
 # %%
-from minivar.exercises import check_cfg_mix, check_top_p_keep
+from minivar.teaching.exercises import check_cfg_mix, check_top_p_keep
 
 check_cfg_mix(my_cfg_mix)
 

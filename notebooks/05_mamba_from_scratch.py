@@ -20,7 +20,7 @@
 # uses to carry information from coarse to fine scales: Mamba-2's selective scan (Dao & Gu,
 # *Transformers are SSMs*, ICML 2024). You will write the scan three ways — a per-token loop, a
 # lower-triangular matrix that looks like attention, and the chunked "SSD" algorithm that mixes
-# the two — check that all three agree with `minivar.mamba2`, and then see why the recurrent form
+# the two — check that all three agree with `minivar.models.mamba2`, and then see why the recurrent form
 # makes sampling cheap: a state you can carry from one call to the next.
 #
 # **This notebook needs** a CPU and about 20 seconds. No training.
@@ -31,7 +31,8 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minivar import mamba2, scales
+from minivar.models import mamba2
+from minivar import scales
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -193,7 +194,7 @@ for name, fn in [("sequential", lambda: mamba2.ssd_sequential(*args)),
 # %% [markdown]
 # ## 4. The whole layer, and the recurrent step
 #
-# A Mamba2 layer wraps the scan (SPEC §5; parameter names as in `mamba_ssm`):
+# A Mamba2 layer wraps the scan (parameter names as in `mamba_ssm`):
 #
 # ```
 # u --in_proj--> [z | xBC | dt];  xBC --causal depthwise conv (width 4) + SiLU--> [x | B | C]
@@ -265,7 +266,7 @@ def my_ssd_step(h, x, dt, A, B, C):
 
 
 # %%
-from minivar.exercises import check_ssd_step
+from minivar.teaching.exercises import check_ssd_step
 
 check_ssd_step(my_ssd_step)
 

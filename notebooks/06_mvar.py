@@ -34,8 +34,9 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import data, scales, tutorial, viz
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar import data, scales, viz
+from minivar.teaching import tutorial
+from minivar.models import ModelConfig, NextScaleTransformer, next_scale_loss
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -51,7 +52,7 @@ t0 = time.time()
 vae = tutorial.digits_tokenizer(train_x, steps=200)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.training.trainer does
 val_targets, val_inputs = tutorial.teacher_data(vae, val_x)
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
@@ -210,7 +211,7 @@ def my_rescan_token_steps(patch_nums):
 
 
 # %%
-from minivar.exercises import check_rescan_token_steps
+from minivar.teaching.exercises import check_rescan_token_steps
 
 check_rescan_token_steps(my_rescan_token_steps)
 

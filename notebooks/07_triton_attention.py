@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 07 · Writing the Triton attention kernel
 #
-# **You will learn** how `kernels/scale_attention.py` computes VAR's block-causal and M-VAR's
+# **You will learn** how `minivar/kernels/scale_attention.py` computes VAR's block-causal and M-VAR's
 # intra-scale attention without ever building the L × L mask: every query sees *one contiguous
 # range* of keys, so a FlashAttention-style kernel (Dao et al. 2022; FlashAttention-2, 2023) can
 # skip every tile outside it. You will compute the ranges, draw which tiles are visited, write
@@ -145,7 +145,7 @@ print("online softmax over tiles == softmax over the whole range:", torch.allclo
 # (`exp2`, the scale pre-multiplied by log2 e), it uses a large finite number instead of −∞ for
 # the initial max (so a fully masked tile gives alpha = 1, not NaN), and it saves the row's
 # log-sum-exp so the backward pass can recompute the probabilities instead of storing them.
-# Read it now: `kernels/scale_attention.py`, from `_scale_bounds` (each token's scale range,
+# Read it now: `minivar/kernels/scale_attention.py`, from `_scale_bounds` (each token's scale range,
 # found by comparing t with the offsets) to the `for start_n in range(key_lo, key_hi, BLOCK_N)`
 # loop.
 
@@ -194,7 +194,7 @@ print(f"one interpreted forward: {(time.perf_counter() - t0) * 1000:.0f} ms "
 # CPU). A tiny M-VAR-free check: a depth-1 VAR with head dim 16 gives the same logits either way.
 
 # %%
-from minivar.model import ModelConfig, NextScaleTransformer
+from minivar.models import ModelConfig, NextScaleTransformer
 
 logits = {}
 for backend in ("blocks", "triton"):
@@ -221,7 +221,7 @@ def my_key_range(offsets, t, mode):
 
 
 # %%
-from minivar.exercises import check_key_range
+from minivar.teaching.exercises import check_key_range
 
 check_key_range(my_key_range)
 

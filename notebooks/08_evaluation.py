@@ -17,7 +17,7 @@
 # # 08 · Evaluation, honestly
 #
 # **You will learn** why the FID of the VAR and M-VAR papers cannot be computed here, and what
-# `minivar.metrics` measures instead: a small feature classifier trained on the data's own
+# `minivar.evaluation.metrics` measures instead: a small feature classifier trained on the data's own
 # training split (and its test accuracy), the Fréchet distance in its features (**FD-cls**,
 # re-derived below from eigenvalues and checked on Gaussians whose answer we know), KID,
 # precision / recall with k = 3, conditional accuracy, the real-vs-real floor every number must
@@ -38,7 +38,10 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import data, metrics, runs, tutorial, viz
+from minivar import data, viz
+from minivar.evaluation import inception, metrics
+from minivar.cli import runs
+from minivar.teaching import tutorial
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -57,7 +60,7 @@ plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 
 # %%
 try:
-    metrics.check_weights_hash("pt_inception-2015-12-05-6726825d.pth")
+    inception.check_weights_hash("pt_inception-2015-12-05-6726825d.pth")
 except FileNotFoundError as e:
     print("FileNotFoundError:", e)
 
@@ -70,7 +73,7 @@ except FileNotFoundError as e:
 # So on small data minivar trains its own feature network on the training split, freezes it,
 # and reports the Fréchet distance in its 128-d features as **FD-cls** — a useful relative number
 # for *this* dataset, feature network and N, and never comparable with a published FID. (On a GPU
-# with ImageNet, `metrics.pack_npz` writes the file OpenAI's evaluator reads; notebook 10.)
+# with ImageNet, `fid.pack_npz` writes the file OpenAI's evaluator reads; notebook 10.)
 
 # %% [markdown]
 # ## 1. A model to evaluate
@@ -84,7 +87,7 @@ except FileNotFoundError as e:
 t0 = time.time()
 vae = tutorial.digits_tokenizer(train_x, steps=150)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
-targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.training.trainer does
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
 # %%
@@ -289,7 +292,7 @@ def my_mmd2_unbiased(x, y):
 
 
 # %%
-from minivar.exercises import check_mmd2_unbiased
+from minivar.teaching.exercises import check_mmd2_unbiased
 
 check_mmd2_unbiased(my_mmd2_unbiased)
 

@@ -140,7 +140,7 @@ def welch_t(a, b):
 
 
 # %%
-from minivar.exercises import check_welch_t
+from minivar.teaching.exercises import check_welch_t
 
 check_welch_t(welch_t)
 

@@ -41,9 +41,10 @@ from PIL import Image
 
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from minivar import data, fid, inception, official
-from minivar.__main__ import build_config, main
-from minivar.train import TrainConfig
+from minivar import data, official
+from minivar.evaluation import fid, inception
+from minivar.cli.main import build_config, main
+from minivar.training import TrainConfig
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
@@ -100,7 +101,7 @@ for path in sorted(glob.glob("../configs/imagenet/*.json")):
 # back; on a GPU the same call loads `var_d16.pth`.
 
 # %%
-from minivar.model import ModelConfig, NextScaleTransformer
+from minivar.models import ModelConfig, NextScaleTransformer
 from minivar.tokenizer import TokenizerConfig, VQVAE
 
 vae = VQVAE(TokenizerConfig(image_size=32, ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
@@ -182,7 +183,7 @@ print("settings recorded beside the npz:",
 # %% [markdown]
 # ## 6. FID, IS, precision / recall
 #
-# `minivar.inception` is the FID Inception-v3 (pytorch-fid's port of the TensorFlow network) in
+# `minivar.evaluation.inception` is the FID Inception-v3 (pytorch-fid's port of the TensorFlow network) in
 # plain PyTorch; `python -m minivar fid` feeds both npz files through it and computes the Fréchet
 # distance of the 2048-d pool features (from eigenvalues), the Inception Score over 10 splits,
 # and k = 3 precision / recall. Without the real weights we run the *same code* with a random
@@ -230,7 +231,7 @@ def accumulation(global_batch, gpus, max_micro):
 
 
 # %%
-from minivar.exercises import check_accumulation
+from minivar.teaching.exercises import check_accumulation
 
 check_accumulation(accumulation)
 print("8 GPUs, 48 images fit:", accumulation(768, 8, 48))

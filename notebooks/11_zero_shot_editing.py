@@ -35,7 +35,9 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
 
-from minivar import metrics, scales, tutorial, viz
+from minivar.evaluation import metrics
+from minivar import scales, viz
+from minivar.teaching import tutorial
 from minivar.sample import scale_masks
 
 torch.manual_seed(0)
@@ -51,7 +53,7 @@ plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 t0 = time.time()
 vae = tutorial.digits_tokenizer(train_x, steps=150)     # notebook 02's tokenizer
 patch_nums = vae.patch_nums
-targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.train does
+targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.training.trainer does
 print(f"tokenizer trained and digits encoded in {time.time() - t0:.0f} s")
 
 # %%
@@ -244,7 +246,7 @@ def my_scale_masks(mask_HW, patch_nums):
 
 
 # %%
-from minivar.exercises import check_scale_masks
+from minivar.teaching.exercises import check_scale_masks
 
 check_scale_masks(my_scale_masks)
 

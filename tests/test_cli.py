@@ -5,10 +5,11 @@ import os
 import pytest
 import torch
 
-from minivar import metrics, data
-from minivar.__main__ import ConfigError, build_config, main
+from minivar.evaluation import metrics
+from minivar import data
+from minivar.cli.main import ConfigError, build_config, main
 from minivar.tokenizer import VQVAE, TokenizerConfig
-from minivar.train import TrainConfig
+from minivar.training import TrainConfig
 
 VAE_CFG = TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,
                           z_channels=8, vocab_size=64, patch_nums=(1, 2, 3, 4))
@@ -127,7 +128,7 @@ TINY_DEMO = dict(tok_steps=30, steps=8, eval_per_class=18)
 
 def test_demo_that_misses_its_pass_mark_ends_with_an_error(tmp_path, capsys, monkeypatch):
     """A recipe far too short for the thresholds: the demo runs end to end, then exits non-zero."""
-    import minivar.__main__ as cli
+    import minivar.cli.main as cli
     recipe = cli.DemoRecipe(**TINY_DEMO)
     monkeypatch.setattr(cli, "DemoRecipe", lambda: recipe)
     out = tmp_path / "demo"
@@ -154,7 +155,7 @@ def test_demo_that_misses_its_pass_mark_ends_with_an_error(tmp_path, capsys, mon
 
 
 def test_demo_time_cap_is_reported_when_it_cuts_training_short(tmp_path, capsys, monkeypatch):
-    import minivar.__main__ as cli
+    import minivar.cli.main as cli
     recipe = cli.DemoRecipe(**{**TINY_DEMO, "steps": 100_000})
     monkeypatch.setattr(cli, "DemoRecipe", lambda: recipe)
     out = tmp_path / "demo"

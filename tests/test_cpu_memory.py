@@ -1,4 +1,4 @@
-"""minivar.cpu_memory: glibc keeps freed memory (fewer page faults per training step)."""
+"""minivar.fast.cpu_memory: glibc keeps freed memory (fewer page faults per training step)."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pytest
 
 SCRIPT = r"""
 import resource, sys, torch
-from minivar.cpu_memory import keep_freed_memory
+from minivar.fast.cpu_memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.set_num_threads(1)
@@ -43,6 +43,6 @@ def test_keeping_freed_memory_removes_the_page_faults_of_a_reallocated_big_buffe
 
 
 def test_opt_out(monkeypatch):
-    from minivar.cpu_memory import keep_freed_memory
+    from minivar.fast.cpu_memory import keep_freed_memory
     monkeypatch.setenv("MINIVAR_MALLOC", "default")
     assert keep_freed_memory() is False

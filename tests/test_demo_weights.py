@@ -14,8 +14,9 @@ import torch
 
 from minivar import data
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-from minivar.train import TrainConfig, load_model, train
-from minivar.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from minivar.loading import load_model
+from minivar.training import TrainConfig, train
+from minivar.training import TokenizerTrainConfig, train_tokenizer
 
 W = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "digits16")
 

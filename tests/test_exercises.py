@@ -1,11 +1,11 @@
 """Every notebook checker passes on a reference solution and fails on the blank stub, on a
-function that returns None, and on a typical wrong answer (minivar/exercises.py)."""
+function that returns None, and on a typical wrong answer (minivar/teaching/exercises.py)."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from minivar import exercises as ex
+from minivar.teaching import exercises as ex
 from minivar import scales
 
 
@@ -170,7 +170,7 @@ def coarse_decode_off_by_one(vae, idx, k):  # k scales means indices 0..k-1, not
 
 
 def mamba_fraction(model):
-    from minivar.mamba2 import Mamba2
+    from minivar.models.mamba2 import Mamba2
     m = sum(p.numel() for mod in model.modules() if isinstance(mod, Mamba2) for p in mod.parameters())
     return m / sum(p.numel() for p in model.parameters())
 

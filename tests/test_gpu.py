@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from minivar import scales
-from minivar.model import ModelConfig, NextScaleTransformer, loss_stats
+from minivar.models import ModelConfig, NextScaleTransformer, loss_stats
 
 pytestmark = pytest.mark.gpu
 DEV = "cuda"
@@ -81,7 +81,7 @@ def test_flash_attention_gives_the_sdpa_loss_for_mvar():
 
 
 def test_fused_mamba2_gives_the_pytorch_loss_and_gradients():
-    from minivar.mamba2 import _fused_scan
+    from minivar.models.mamba2 import _fused_scan
     if _fused_scan() is None:
         pytest.skip("mamba-ssm (CUDA build) is not installed")
     model = build("mvar", "sdpa")
@@ -113,7 +113,7 @@ def test_torch_compile_gives_the_eager_loss():
 
 def test_trainer_runs_on_cuda_with_fp16_and_compile(tmp_path):
     from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-    from minivar.train import TrainConfig, train
+    from minivar.training import TrainConfig, train
     torch.manual_seed(0)
     tok = str(tmp_path / "tokenizer.pt")
     VQVAE(TOKENIZER_PRESETS["tiny16"]).save(tok)
@@ -142,7 +142,7 @@ def test_sampling_on_cuda_is_reproducible_with_a_seed():
 
 
 def test_inception_features_on_cuda_match_cpu():
-    from minivar.inception import FIDInceptionV3
+    from minivar.evaluation.inception import FIDInceptionV3
     torch.manual_seed(0)
     net = FIDInceptionV3().eval()
     for m in net.modules():

@@ -10,8 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from minivar import data, fid, inception, metrics
-from minivar.__main__ import main
+from minivar import data
+from minivar.evaluation import fid, inception
+from minivar.cli.main import main
+from minivar.checkpoints import sha256_file
+from minivar.loading import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("n0300", "n0100", "n0200")  # sorted order gives the labels, as torchvision's ImageFolder
@@ -98,7 +101,8 @@ def test_reconstruct_and_sample_report_bad_inputs(tmp_path):
 
 def test_load_tokenizer_reads_both_kinds_of_file(tmp_path):
     from minivar import official
-    from minivar.tokenizer import CheckpointError, TokenizerConfig, VQVAE
+    from minivar.checkpoints import CheckpointError
+    from minivar.tokenizer import TokenizerConfig, VQVAE
     torch.manual_seed(0)  # the official layout with the 256 px schedule, at toy width: 32 px, 2x down
     vae = VQVAE(TokenizerConfig(image_size=32, ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
                                 vocab_size=64)).eval()
@@ -107,20 +111,20 @@ def test_load_tokenizer_reads_both_kinds_of_file(tmp_path):
     torch.save(official.vae_state_dict_to_official(vae), theirs)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     for path in (mine, theirs):
-        got = official.load_tokenizer(path)
+        got = load_tokenizer(path)
         assert not got.training and [torch.equal(a, b) for a, b in zip(got.encode(x), vae.encode(x))] == [True] * 10
     torch.save({"kind": "minivar-model", "model": {}}, str(tmp_path / "model.pt"))
     with pytest.raises(CheckpointError, match="transformer file, not a tokenizer"):
-        official.load_tokenizer(str(tmp_path / "model.pt"))
+        load_tokenizer(str(tmp_path / "model.pt"))
 
 
 def test_folder_tokens_shared_over_ranks_equal_one_process(tmp_path, monkeypatch):
     """The sharded ImageFolder encoding (rank r takes rows r, r + W, ...; shares meet through files),
     with two threads standing in for two ranks (a threading barrier for dist.barrier)."""
     import threading
-    from minivar import tokens
+    from minivar.training import tokens
     from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
-    from minivar.train import TrainConfig
+    from minivar.training import TrainConfig
     folder = str(tmp_path / "train")
     write_folder(folder, per_class=5)
     torch.manual_seed(0)
@@ -149,7 +153,7 @@ def test_folder_tokens_shared_over_ranks_equal_one_process(tmp_path, monkeypatch
 def test_sample_from_official_format_checkpoints(tmp_path):
     """`sample --official FILE --tokenizer FILE`: files in the official layouts (toy widths), VAR and M-VAR."""
     from minivar import official
-    from minivar.model import ModelConfig, NextScaleTransformer
+    from minivar.models import ModelConfig, NextScaleTransformer
     from minivar.tokenizer import TokenizerConfig, VQVAE
     torch.manual_seed(0)
     vae = VQVAE(TokenizerConfig(image_size=32, ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
@@ -167,4 +171,4 @@ def test_sample_from_official_format_checkpoints(tmp_path):
             assert z["arr_0"].shape == (6, 32, 32, 3)
         settings = json.load(open(os.path.join(out, "sampling.json")))
         assert settings["mixer"] == mixer and settings["model"]["path"] == os.path.abspath(ckpt)
-        assert settings["tokenizer"]["sha256"] == metrics.sha256_file(vae_file)
+        assert settings["tokenizer"]["sha256"] == sha256_file(vae_file)

@@ -5,9 +5,10 @@ import os
 import pytest
 import torch
 
-from minivar.__main__ import build_config
-from minivar.model import NextScaleTransformer
-from minivar.train import TrainConfig, lr_lambda, model_config_for, weight_decay_at
+from minivar.cli.main import build_config
+from minivar.models import NextScaleTransformer
+from minivar.training import TrainConfig
+from minivar.training.trainer import lr_lambda, model_config_for, weight_decay_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGENET_TRAIN = 1_281_167

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from minivar import fid, inception, metrics
-from minivar.__main__ import main
-from minivar.inception import FIDInceptionV3, load_inception
-from minivar.tokenizer import CheckpointError
+from minivar.evaluation import fid, inception, metrics
+from minivar.cli.main import main
+from minivar.evaluation.inception import FIDInceptionV3, load_inception
+from minivar.checkpoints import CheckpointError, sha256_file
 
 # Every BasicConv2d of pytorch-fid's FID Inception: "module in out kh kw". Derived by hand from
 # torchvision/models/inception.py (Inception3 with aux_logits=False: BasicConv2d, InceptionA..E) and
@@ -147,7 +147,7 @@ def test_weights_file_hash_keys_and_corruption_are_clear_errors(net, tmp_path):
         f.write(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_inception(path, sha256_prefix=None)
-    assert metrics.sha256_file(path)[:8] != "6726825d"
+    assert sha256_file(path)[:8] != "6726825d"
 
 
 def images(n, seed, side=32):
@@ -159,7 +159,7 @@ def images(n, seed, side=32):
 def test_npz_streaming_equals_np_load_and_rejects_bad_files(tmp_path):
     arr = images(7, 0)
     p = str(tmp_path / "s.npz")
-    metrics.pack_npz(arr, p)
+    fid.pack_npz(arr, p)
     np.testing.assert_array_equal(np.concatenate(list(fid.iter_npz_images(p, 3))), arr)
     np.savez(str(tmp_path / "f.npz"), arr_0=arr.astype(np.float32))
     with pytest.raises(fid.EvalInputError, match="expected C-ordered uint8"):
@@ -175,8 +175,8 @@ def test_npz_streaming_equals_np_load_and_rejects_bad_files(tmp_path):
 def test_fid_of_a_set_with_itself_is_zero_and_the_report_records_settings(net, tmp_path, monkeypatch):
     monkeypatch.setattr(inception, "INPUT_SIDE", 139)  # 4.6x less work; the metric maths does not change
     a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
-    metrics.pack_npz(images(6, 1), a)
-    metrics.pack_npz(images(6, 2), b)
+    fid.pack_npz(images(6, 1), a)
+    fid.pack_npz(images(6, 2), b)
     with open(str(tmp_path / "a.json"), "w") as f:  # what `sample --npz` writes beside the npz
         json.dump({"cfg": 1.5, "top_k": 900}, f)
     out = str(tmp_path / "r" / "report.json")
@@ -187,7 +187,7 @@ def test_fid_of_a_set_with_itself_is_zero_and_the_report_records_settings(net, t
     assert (r["precision"], r["recall"], r["N"], r["N_ref_images"]) == (1.0, 1.0, 6, 6)
     assert r["sampling"] == {"cfg": 1.5, "top_k": 900}
     saved = json.load(open(out))
-    assert saved["files"]["samples"]["sha256"] == metrics.sha256_file(a) and "resize" in saved["settings"]
+    assert saved["files"]["samples"]["sha256"] == sha256_file(a) and "resize" in saved["settings"]
     other = fid.fid_report(b, a, "(random)", net=net, is_splits=2)
     assert other["fid"] > 1.0
     # a reference holding only statistics (as VIRTUAL_imagenet256_labeled's mu / sigma) gives the same FID
@@ -216,7 +216,7 @@ def test_inception_score_and_unequal_n_precision_recall():
 
 def test_fid_cli_reports_a_wrong_weights_file(tmp_path):
     a = str(tmp_path / "a.npz")
-    metrics.pack_npz(images(4, 0), a)
+    fid.pack_npz(images(4, 0), a)
     w = tmp_path / "pt_inception.pth"
     torch.save({"x": torch.zeros(1)}, str(w))
     with pytest.raises(SystemExit) as e:

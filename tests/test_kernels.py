@@ -1,4 +1,4 @@
-"""Scale-attention Triton kernels (kernels/scale_attention.py) vs. their pure-PyTorch twin.
+"""Scale-attention Triton kernels (minivar/kernels/scale_attention.py) vs. their pure-PyTorch twin.
 
 Runs on CPU under the Triton interpreter (TRITON_INTERPRET=1, set in conftest.py). The interpreter
 costs ~8 ms per program x loop iteration, so shapes are tiny and the matrix is picked, not full.
@@ -117,7 +117,7 @@ def test_ref_matches_sdpa(mode):
 
 
 def test_mask_pair_counts():
-    """Allowed (query, key) pairs at 256 px (SPEC section 3 and 4): 286,434 block-causal, 110,468 intra."""
+    """Allowed (query, key) pairs at 256 px (README, "Scale schedules"): 286,434 block-causal, 110,468 intra."""
     offsets = offsets_of("256")
     assert int(scale_mask(offsets, "causal").sum()) == 286_434
     assert int(scale_mask(offsets, "intra").sum()) == 110_468

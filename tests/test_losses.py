@@ -1,10 +1,10 @@
-"""minivar.losses: the chunked head + cross-entropy equals F.cross_entropy on materialised logits."""
+"""minivar.models.losses: the chunked head + cross-entropy equals F.cross_entropy on materialised logits."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from minivar.losses import linear_cross_entropy
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.fast.head_loss import linear_cross_entropy
+from minivar.models import ModelConfig, NextScaleTransformer, next_scale_loss
 
 
 def _problem(N=37, C=12, V=50, bias=True, dtype=torch.float64, seed=0):

@@ -1,4 +1,4 @@
-"""minivar.mamba2: the chunked, sequential and cached (recurrent) paths are the same function."""
+"""minivar.models.mamba2: the chunked, sequential and cached (recurrent) paths are the same function."""
 import math
 
 import pytest
@@ -6,8 +6,10 @@ import torch
 
 import torch.nn.functional as F
 
-from minivar.mamba2 import (Mamba2, Mamba2Cache, _causal_conv_reference, causal_depthwise_conv, ssd_chunked,
-                            ssd_sequential)
+from minivar import fast
+from minivar.fast.causal_conv import causal_depthwise_conv, shifted_views_conv
+from minivar.models.mamba2 import Mamba2, Mamba2Cache, ssd_chunked, ssd_sequential
+from minivar.models.mamba2 import causal_depthwise_conv as plain_conv
 from tolerances import close, rel_close
 
 SCHEDULE_16PX = (1, 2, 3, 4)            # pieces of 1, 4, 9, 16 tokens = 30 tokens
@@ -257,8 +259,10 @@ def test_causal_depthwise_conv_equals_conv1d_forward_and_backward(bias):
     ours = causal_depthwise_conv(x, w, b)
     assert ours.shape == (B, L, K)
     g_ours = torch.autograd.grad(ours, leaves, gy)
-    for ref in (F.conv1d(x.transpose(1, 2), w[:, None], b, groups=K).transpose(1, 2),
-                _causal_conv_reference(x, w, b)):
+    with fast.disabled("causal_conv"):
+        plain = plain_conv(x, w, b)  # what Mamba2 runs with the fast path off
+    for ref in (F.conv1d(x.transpose(1, 2), w[:, None], b, groups=K).transpose(1, 2), plain,
+                shifted_views_conv(x, w, b)):
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
         for a, r in zip(g_ours, torch.autograd.grad(ref, leaves, gy)):
             torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Parity of minivar.mamba2 with mamba-ssm's own pure-PyTorch reference functions, on CPU.
+"""Parity of minivar.models.mamba2 with mamba-ssm's own pure-PyTorch reference functions, on CPU.
 
 mamba-ssm 2.3.2.post1 installs without CUDA (MAMBA_SKIP_CUDA_BUILD=TRUE, ``make install`` does
 it with ``--no-deps``). Only its modules and ops are imported here, never the package's
@@ -40,7 +40,7 @@ from mamba_ssm.modules.mamba2 import Mamba2 as RefMamba2  # noqa: E402
 from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete  # noqa: E402
 from mamba_ssm.ops.triton.selective_state_update import selective_state_update_ref  # noqa: E402
 
-from minivar.mamba2 import GatedRMSNorm, Mamba2, ssd_chunked, ssd_sequential  # noqa: E402
+from minivar.models.mamba2 import GatedRMSNorm, Mamba2, ssd_chunked, ssd_sequential  # noqa: E402
 from tolerances import close, rel_close  # noqa: E402
 
 KW = dict(d_state=16, headdim=16, chunk_size=8)

@@ -4,7 +4,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from minivar import data, metrics as M
+from minivar import data, viz
+from minivar.checkpoints import sha256_file
+from minivar.evaluation import fid, inception
+from minivar.evaluation import metrics as M
 
 
 def rand_cov(d, rng):
@@ -80,28 +83,28 @@ def test_memorisation_flags_copies():
 def test_pack_npz_from_arrays_and_png_folder(tmp_path):
     from PIL import Image
     x = torch.rand(3, 3, 8, 8)
-    arr = M.to_uint8_nhwc(x)
+    arr = viz.to_uint8(x * 2 - 1)
     assert arr.dtype == np.uint8 and arr.shape == (3, 8, 8, 3)
     for i, a in enumerate(arr):
         Image.fromarray(a).save(tmp_path / f"{i:05d}.png")
-    assert M.pack_npz(str(tmp_path), str(tmp_path / "s.npz")) == (3, 8, 8, 3)
+    assert fid.pack_npz(str(tmp_path), str(tmp_path / "s.npz")) == (3, 8, 8, 3)
     np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["arr_0"], arr)  # PNG is lossless
     with pytest.raises(ValueError, match="uint8"):
-        M.pack_npz(arr.astype(np.float32), str(tmp_path / "bad.npz"))
+        fid.pack_npz(arr.astype(np.float32), str(tmp_path / "bad.npz"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no .png"):
-        M.pack_npz(str(tmp_path / "empty"), str(tmp_path / "e.npz"))
+        fid.pack_npz(str(tmp_path / "empty"), str(tmp_path / "e.npz"))
 
 
 def test_inception_weights_hash_is_checked(tmp_path):
     p = tmp_path / "pt_inception.pth"
     p.write_bytes(b"not the weights")
     with pytest.raises(ValueError, match="SHA-256"):
-        M.check_weights_hash(str(p))
-    digest = M.sha256_file(str(p))
-    assert M.check_weights_hash(str(p), prefix=digest[:8]) == digest
+        inception.check_weights_hash(str(p))
+    digest = sha256_file(str(p))
+    assert inception.check_weights_hash(str(p), prefix=digest[:8]) == digest
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-        M.check_weights_hash(str(tmp_path / "missing.pth"))
+        inception.check_weights_hash(str(tmp_path / "missing.pth"))
 
 
 def test_classifier_report_on_real_images_matches_the_floor(tmp_path):
@@ -123,10 +126,10 @@ def test_fd_against_reference_batch_statistics(tmp_path):
     f = rng.standard_normal((300, 6))
     mu, sigma = M.feature_stats(f)
     np.savez(tmp_path / "ref.npz", mu=mu, sigma=sigma, arr_0=np.zeros((1, 4, 4, 3), np.uint8))
-    assert M.frechet_distance(*M.reference_stats(str(tmp_path / "ref.npz")), mu, sigma) == pytest.approx(0, abs=1e-8)
+    assert M.frechet_distance(*fid.reference_stats(str(tmp_path / "ref.npz")), mu, sigma) == pytest.approx(0, abs=1e-8)
     np.savez(tmp_path / "bad.npz", arr_0=np.zeros(1))
     with pytest.raises(ValueError, match="lacks"):
-        M.reference_stats(str(tmp_path / "bad.npz"))
+        fid.reference_stats(str(tmp_path / "bad.npz"))
 
 
 def test_round_robin_keeps_every_prefix_class_balanced():

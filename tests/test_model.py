@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minivar import data, scales
-from minivar.model import ModelConfig, NextScaleTransformer, next_scale_loss
+from minivar.models import ModelConfig, NextScaleTransformer, next_scale_loss
 from minivar.sample import generate, sample_top_k_top_p, top_k_top_p_candidates
 from minivar.tokenizer import VQVAE, TokenizerConfig
 
@@ -211,7 +211,7 @@ def test_bad_inputs_raise_clear_errors(vae, batch):
 
 def test_next_scale_loss_fast_layout_equals_the_transposed_reference():
     """The loss runs the softmax over contiguous (B*L, V) rows; it must equal cross-entropy over (B, V, L)."""
-    from minivar.model import next_scale_loss
+    from minivar.models import next_scale_loss
     g = torch.Generator().manual_seed(0)
     pns = (1, 2, 3)
     logits = torch.randn(3, 14, 50, generator=g, requires_grad=True)
@@ -229,7 +229,8 @@ def test_next_scale_loss_fast_layout_equals_the_transposed_reference():
 def test_cpu_blocks_attention_equals_its_autograd_twin(mode):
     """The hand-written backward of the CPU "blocks" backend equals plain autograd through the
     same per-scale SDPA calls, and the masked reference ("sdpa")."""
-    from minivar import attention as A
+    from minivar.fast import attention as fast_attention
+    from minivar.models import attention as A
     g = torch.Generator().manual_seed(0)
     pns = (1, 2, 3, 4)
     L = sum(p * p for p in pns)
@@ -238,14 +239,14 @@ def test_cpu_blocks_attention_equals_its_autograd_twin(mode):
     go = torch.randn(2, 2, L, 8, generator=g)
     spans = A._spans(pns, mode)
     outs, grads = [], []
-    for fn in (lambda q, k, v: A._CPUBlocks.apply(q, k, v, spans, 0.5),
-               lambda q, k, v: A._blocks_reference(q, k, v, spans, 0.5),
+    for fn in (lambda q, k, v: fast_attention.blocks_attention_cpu(q, k, v, spans, 0.5),
+               lambda q, k, v: A.blocks_attention(q, k, v, spans, 0.5),
                lambda q, k, v: A.scale_attention(q, k, v, pns, mode, 0.5, backend="sdpa")):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         out = fn(q, k, v)
         outs.append(out)
         grads.append(torch.autograd.grad(out, qkv, go)[0])
-    assert A._cpu_flash_ops() is not None  # the pinned torch has them: the fast path is the one tested
+    assert fast_attention._cpu_flash_ops() is not None  # the pinned torch has them: the fast path is tested
     for o, gr in zip(outs[1:], grads[1:]):
         torch.testing.assert_close(outs[0], o, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grads[0], gr, rtol=1e-5, atol=1e-6)
@@ -253,7 +254,9 @@ def test_cpu_blocks_attention_equals_its_autograd_twin(mode):
 
 @pytest.mark.parametrize("with_t", [True, False])
 def test_scaled_l2_normalize_equals_f_normalize_times_temperature(with_t):
-    from minivar.attention import _scaled_l2_normalize_reference, scaled_l2_normalize
+    from minivar import fast
+    from minivar.fast.l2norm import scaled_l2_normalize
+    from minivar.models.attention import l2_normalize
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
     x[0, 0, 0] = 0.0  # a zero row: below eps, the output is 0 and so is its gradient
@@ -261,7 +264,42 @@ def test_scaled_l2_normalize_equals_f_normalize_times_temperature(with_t):
     t = (torch.rand(1, 3, 1, 1, generator=g, dtype=torch.float64) + 1).requires_grad_(True) if with_t else None
     dy = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
     leaves = [x] + ([t] if with_t else [])
-    ours, ref = scaled_l2_normalize(x, t), _scaled_l2_normalize_reference(x, t)
+    with fast.disabled("l2_normalize"):
+        ref = l2_normalize(x, t)  # the plain path: F.normalize(x) * t
+    ours = scaled_l2_normalize(x, t)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
     for a, r in zip(torch.autograd.grad(ours, leaves, dy), torch.autograd.grad(ref, leaves, dy)):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mixer", ["var", "mvar"])
+def test_every_fast_path_off_gives_the_same_training_loss_gradients_and_samples(vae, batch, mixer):
+    """The readable paths (F.normalize, plain per-scale SDPA, logits + cross-entropy, F.conv1d, NCHW
+    decode) compute what the default fast ones do: one training step's loss and gradients, and a
+    seeded sample, agree to float rounding."""
+    from minivar import fast
+    _, y, idx = batch
+    model = tiny(mixer).train()
+    x_in, targets = vae.teacher_input(idx), torch.cat(idx, 1)
+
+    def loss_and_grads():
+        model.zero_grad()
+        torch.manual_seed(0)  # the same label dropout on both paths
+        loss = model.loss(y, x_in, targets)["loss"]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    def sample():
+        return model.generate(y, cfg=1.5, top_k=0, top_p=0.0, seed=0, vae=vae)
+
+    fast_loss, fast_grads = loss_and_grads()
+    fast_img = sample()
+    with fast.disabled():
+        assert not any(vars(fast.enabled).values())
+        plain_loss, plain_grads = loss_and_grads()
+        plain_img = sample()
+    assert fast.enabled.head_loss and fast.enabled.attention_backward  # switched back on
+    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fast_img, plain_img, rtol=0, atol=1e-4)

@@ -66,7 +66,7 @@ def test_ipynb_is_executed_small_and_follows_the_template(py):
     assert any(s.lstrip().lower().startswith("## summary") for s in md), "a '## Summary' section"
     assert "next" in last, "end with what to read next"
     if any("solution" in c.get("metadata", {}).get("tags", []) for c in code):
-        assert any("minivar.exercises" in c.source or "check_" in c.source for c in code)
+        assert any("minivar.teaching.exercises" in c.source or "check_" in c.source for c in code)
 
 
 def test_student_copies_are_up_to_date():

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from minivar import official
-from minivar.quantizer import MultiScaleQuantizer
-from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE, CheckpointError
+from minivar.tokenizer.quantizer import MultiScaleQuantizer
+from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE
+from minivar.checkpoints import CheckpointError
 
 # Exact equalities with tensors computed on another machine: re-run by `make test` under another
 # instruction set (pyproject.toml, marker `portability`).

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from minivar import official
-from minivar.model import ModelConfig, NextScaleTransformer
-from minivar.tokenizer import CheckpointError
+from minivar.models import ModelConfig, NextScaleTransformer
+from minivar.checkpoints import CheckpointError
 
 # Exact equalities with tensors computed on another machine: re-run by `make test` under another
 # instruction set (pyproject.toml, marker `portability`).

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from minivar import scales
-from minivar.quantizer import phi_table
+from minivar.tokenizer.quantizer import phi_table
 
 
 def test_256px_schedule_counts():

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from minivar import data, scales
-from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE, CheckpointError, ImageInputError, TokenizerConfig
-from minivar.train_tokenizer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
+from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE, ImageInputError, TokenizerConfig
+from minivar.checkpoints import CheckpointError
+from minivar.training import TokenizerTrainConfig, train_tokenizer
+from minivar.training.tokenizer_trainer import evaluate_tokenizer
 
 # a very small tokenizer so that training tests run in seconds: 16 px, 4x4 latent, scales 1..4
 SMALL = TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,

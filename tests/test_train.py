@@ -7,8 +7,10 @@ import sys
 import pytest
 import torch
 
-from minivar import train as T
-from minivar.tokenizer import VQVAE, TokenizerConfig, atomic_save
+from minivar.training import trainer as T
+from minivar.tokenizer import VQVAE, TokenizerConfig
+from minivar.checkpoints import atomic_save
+from minivar.loading import load_model
 
 VAE_CFG = TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,
                           z_channels=8, vocab_size=64, patch_nums=(1, 2, 3, 4))
@@ -26,10 +28,30 @@ def tok(tmp_path_factory):
     return path
 
 
-def run_cli(args, env=None, check=True):
+# `python -m minivar` that sends itself SIGKILL right after logging step KILL_AT, like `kill -9`
+# between two checkpoints: the trainer knows nothing of it.
+KILLED_AFTER = """
+import os, sys
+from minivar.cli.main import main
+from minivar.training import trainer
+log_step, kill_at = trainer.log_step, int(os.environ["KILL_AT"])
+def log_then_die(run, *a, **kw):
+    rec = log_step(run, *a, **kw)
+    if run.step == kill_at:
+        os.kill(os.getpid(), 9)
+    return rec
+trainer.log_step = log_then_die
+main(sys.argv[1:])
+"""
+
+
+def run_cli(args, env=None, check=True, kill_at=None):
     """python -m minivar ... in a fresh process, one thread (bitwise-comparable runs)."""
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "minivar", *args], cwd=ROOT, env=e, capture_output=True, text=True,
+    cmd = ["-m", "minivar"] if kill_at is None else ["-c", KILLED_AFTER]
+    if kill_at is not None:
+        e["KILL_AT"] = str(kill_at)
+    p = subprocess.run([sys.executable, *cmd, *args], cwd=ROOT, env=e, capture_output=True, text=True,
                        timeout=300)
     if check and p.returncode:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
@@ -45,7 +67,7 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_losses_exactly(tok, tmp_p
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     common = ["--tokenizer", tok, "--steps", "7", "--quiet", *TINY]
     run_cli(["train", "--out", a, *common])
-    killed = run_cli(["train", "--out", b, *common], env={"MINIVAR_TEST_SIGKILL_AT": "5"}, check=False)
+    killed = run_cli(["train", "--out", b, *common], kill_at=5, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert [s for s, _ in losses(b)] == [1, 2, 3, 4, 5]  # step 5 was logged, its checkpoint never written
     assert not os.path.exists(os.path.join(b, "model.pt"))
@@ -102,13 +124,13 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         T.train(_cfg(tok), str(tmp_path), progress=False)
     assert [os.path.basename(p) for p in T.checkpoint_paths(str(tmp_path))] == ["step_0000002.pt"]
     assert not os.path.exists(tmp_path / "model.pt")
-    T.load_model(T.checkpoint_paths(str(tmp_path))[-1])  # the good one loads
+    load_model(T.checkpoint_paths(str(tmp_path))[-1])  # the good one loads
 
 
 def test_ema_and_var_mixer_train_and_export(tok, tmp_path):
     rec = T.train(_cfg(tok, mixer="var", ema=0.9, steps=2), str(tmp_path), progress=False)
     assert rec["step"] == 2 and len(rec["scale_acc"]) == 4 and 0 <= rec["acc"] <= 1
-    m = T.load_model(str(tmp_path / "model.pt"))
+    m = load_model(str(tmp_path / "model.pt"))
     assert m.config.mixer == "var" and m.num_classes == 4
 
 
@@ -121,7 +143,7 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
 
 
 def test_recipe_param_groups_and_lr_schedule():
-    from minivar.model import ModelConfig, NextScaleTransformer
+    from minivar.models import ModelConfig, NextScaleTransformer
     m = NextScaleTransformer(ModelConfig(mixer="mvar", depth=1, width=32, heads=2, num_classes=3, vocab_size=16,
                                          z_channels=4, patch_nums=(1, 2), d_state=8, mamba_headdim=16))
     decay, no = T.param_groups(m, 0.05)
@@ -155,9 +177,10 @@ def test_atomic_save_never_leaves_half_a_file(tmp_path, monkeypatch):
 
 def test_fit_in_memory_lowers_the_loss_and_uses_the_recipe_groups():
     from minivar import data as datasets
-    from minivar.model import ModelConfig, NextScaleTransformer
+    from minivar.models import ModelConfig, NextScaleTransformer
     from minivar.tokenizer import VQVAE, TokenizerConfig
-    from minivar.train import TrainConfig, encode_dataset, fit
+    from minivar.training import TrainConfig, fit
+    from minivar.training.tokens import encode_dataset
     torch.manual_seed(0)
     vae = VQVAE(TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,
                                 z_channels=8, vocab_size=64, patch_nums=(1, 2, 3, 4))).eval()

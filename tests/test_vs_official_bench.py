@@ -61,8 +61,8 @@ def test_interleaving_order(bench):
 
 
 def test_flop_count_matches_spec(bench):
-    """VAR-d4, B16, 256 px: 274 GFLOP of linear layers + 56 of block-causal attention (SPEC 10: 365
-    with dense attention, i.e. 462,400 pairs instead of 286,434)."""
+    """VAR-d4, B16, 256 px: 274 GFLOP of linear layers + 56 of block-causal attention (365 with
+    dense attention, i.e. 462,400 pairs instead of 286,434)."""
     s = bench.Setup()
     model = bench.minivar_model(s, 4)
     flops = bench.train_step_flops(model, 16)

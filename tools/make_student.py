@@ -13,7 +13,7 @@ at the same indentation (a solution cell without markers is replaced whole). Hea
 every other code cell and the checker calls stay, so a student can run the notebook top to
 bottom and see each checker fail until the exercise is done. The copies carry no outputs and no
 jupytext pairing, and their cell ids are fixed, so regenerating them is byte-for-byte stable.
-(The fastbook / nbgrader way: see ../shared/reference/style_and_peers.md, sec. 1.9.)
+(The fastbook / nbgrader way of handing out exercises.)
 """
 from __future__ import annotations
 

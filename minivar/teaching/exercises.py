@@ -6,7 +6,7 @@ raises ``AssertionError`` with a message that says what is wrong and, where a co
 recognisable, which one. A function that still raises ``NotImplementedError`` (the student copy's
 stub) gets a friendly "not written yet".
 
-    from minivar.exercises import check_block_causal_mask
+    from .exercises import check_block_causal_mask
     check_block_causal_mask(my_block_causal_mask)
 
 tests/test_exercises.py shows that every checker passes on a reference solution and fails on the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import scales
+from .. import scales
 
 SCHEDULES = [(1, 2, 3, 4), (1, 2, 3, 4, 6, 8), (1, 3, 5), (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)]
 
@@ -52,7 +52,7 @@ def _as_tensor(name: str, x, what: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- 00 the tour
 def check_coarse_decode(fn) -> None:
     """fn(vae, indices, k) -> the images decoded from the first k scales only (k = 1..K)."""
-    from .tokenizer import TOKENIZER_PRESETS, VQVAE
+    from ..tokenizer.vqvae import TOKENIZER_PRESETS, VQVAE
     name = "coarse_decode"
     torch.manual_seed(0)
     vae = VQVAE(TOKENIZER_PRESETS["tiny16"]).eval()
@@ -77,8 +77,8 @@ def check_coarse_decode(fn) -> None:
 
 def check_mamba_fraction(fn) -> None:
     """fn(model) -> the fraction (0..1) of the model's parameters that sit in its Mamba2 layers."""
-    from .mamba2 import Mamba2
-    from .model import ModelConfig, NextScaleTransformer
+    from ..models.mamba2 import Mamba2
+    from ..models.transformer import ModelConfig, NextScaleTransformer
     name = "mamba_fraction"
     for depth, width in ((2, 64), (3, 96)):
         model = NextScaleTransformer(ModelConfig(mixer="mvar", depth=depth, width=width, heads=2, num_classes=3,
@@ -208,7 +208,7 @@ def check_block_diagonal_mask(fn) -> None:
 # ----------------------------------------------------------------------------- 02 tokenizer
 def check_residual_quantize(fn) -> None:
     """fn(quantizer, f_BChw) -> list of K LongTensors (B, pn^2): multi-scale residual quantisation."""
-    from .quantizer import MultiScaleQuantizer
+    from ..tokenizer.quantizer import MultiScaleQuantizer
     name = "residual_quantize"
     g = torch.Generator().manual_seed(0)
     for pns in [(1, 2, 3, 4), (1, 2, 4, 6, 8)]:
@@ -301,7 +301,7 @@ def check_ssd_step(fn) -> None:
 
         h = exp(dt * A) * h + dt * x (outer) B;   y = h C        (dt already softplus'ed, no D term)
     """
-    from .mamba2 import ssd_sequential
+    from ..models.mamba2 import ssd_sequential
     name = "ssd_step"
     g = torch.Generator().manual_seed(0)
     Bsz, H, P, N = 2, 3, 4, 5
@@ -330,7 +330,7 @@ def check_ssd_step(fn) -> None:
         raise AssertionError(f"{name}: read y from the NEW state: y = h_new C")
     if not torch.allclose(y, y_ref, atol=1e-5):
         raise AssertionError(f"{name}: y off by {(y - y_ref).abs().max().item():.3g}")
-    _ok(name, "matches minivar.mamba2.ssd_sequential")
+    _ok(name, "matches minivar.models.mamba2.ssd_sequential")
 
 
 # ----------------------------------------------------------------------------- 06 M-VAR
@@ -374,7 +374,7 @@ def check_key_range(fn) -> None:
 def check_mmd2_unbiased(fn) -> None:
     """fn(x_md, y_md) -> unbiased MMD^2 with the KID kernel (a.b / d + 1)^3 (one subset, equal m)."""
     import numpy as np
-    from . import metrics
+    from ..evaluation import metrics
     name = "mmd2_unbiased"
     rng = np.random.default_rng(0)
     for m, d, shift in [(20, 5, 0.5), (30, 8, 0.0), (12, 3, 2.0)]:
@@ -398,7 +398,7 @@ def check_mmd2_unbiased(fn) -> None:
 # ----------------------------------------------------------------------------- 11 zero-shot editing
 def check_scale_masks(fn) -> None:
     """fn(mask_HW, patch_nums) -> per scale bool (1, pn^2): True where >= half of the token's area is masked."""
-    from .sample import scale_masks
+    from ..sample import scale_masks
     name = "scale_masks"
     g = torch.Generator().manual_seed(0)
     centre = torch.zeros(16, 16)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from . import data
-from .model import ModelConfig, NextScaleTransformer
-from .tokenizer import TOKENIZER_PRESETS, VQVAE
-from .train import TrainConfig, encode_dataset, fit
-from .train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from .. import data
+from ..models.transformer import ModelConfig, NextScaleTransformer
+from ..tokenizer.vqvae import TOKENIZER_PRESETS, VQVAE
+from ..training.trainer import TrainConfig, fit
+from ..training.tokens import encode_dataset
+from ..training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 
 
 def digits_split(size: int = 16):
@@ -28,7 +29,7 @@ def digits_tokenizer(train_x: torch.Tensor, steps: int = 200) -> VQVAE:
 
 
 def teacher_data(vae: VQVAE, x: torch.Tensor):
-    """(targets (N, L), teacher inputs (N, L - 1, Cv)): images encoded once, as minivar.train does."""
+    """(targets (N, L), teacher inputs (N, L - 1, Cv)): images encoded once, as minivar.training.trainer does."""
     targets = encode_dataset(vae, x)
     return targets, vae.teacher_input(targets)
 
@@ -45,6 +46,6 @@ def digits_model(patch_nums, mixer: str = "var", **overrides) -> NextScaleTransf
 
 
 def fit_digits(model, train_y, inputs, targets, steps: int) -> list[float]:
-    """Notebook 03's recipe (``minivar.train.fit``): batch 32, lr 2e-3, 7.5% warm-up. Returns the losses."""
+    """Notebook 03's recipe (``minivar.training.trainer.fit``): batch 32, lr 2e-3, 7.5% warm-up. Returns the losses."""
     return fit(model, train_y, inputs, targets,
                TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3

@@ -11,7 +11,7 @@ The recipe of the VAR paper (Tian et al. 2024, Sec. 4 and App.), scaled down for
     AMP on CUDA (bf16, or fp16 with a GradScaler); optional weight EMA and torch.compile.
     The ImageNet presets in configs/imagenet/ set these to the official numbers.
 
-CPU facts that shape this file (SPEC Sec. 10): the tokenizer encoder costs more than a training
+CPU facts that shape this file: the tokenizer encoder costs more than a training
 step, so the dataset is encoded *once* and cached as token indices (``tokens.pt`` in the run
 folder); and large batches are slower per image on CPU, so every optimizer step accumulates
 gradients over micro-batches of at most ``micro_batch`` images.
@@ -21,8 +21,9 @@ of each micro-batch (label dropout, drop-path) come from a generator seeded with
 (seed, step, micro-batch index). A run resumed from a checkpoint (model, optimizer, scheduler,
 scaler, EMA, RNG states, step) therefore repeats the uninterrupted run bit for bit on CPU, and a
 DDP run on W ranks sees the same micro-batches with the same random numbers as one process.
-(tests/test_train.py kills a run with SIGKILL: MINIVAR_TEST_SIGKILL_AT=<step> makes the process
-send itself SIGKILL right after that step.)
+
+The loop (``train``) runs four named stages: ``build`` (data, model, optimizer), ``resume_from_checkpoint``
+/ ``save`` / ``export`` (the run folder), ``optimizer_step`` (one global batch) and ``log_step``.
 """
 from __future__ import annotations
 
@@ -36,15 +37,18 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .model import ModelConfig, NextScaleTransformer, loss_stats
-from .official import load_tokenizer
-from .tokenizer import VQVAE, CheckpointError, atomic_save, safe_load
-from .tokens import encode_dataset, load_tokens  # noqa: F401  (encode_dataset: re-exported for notebooks)
+from ..models.transformer import ModelConfig, NextScaleTransformer
+from ..models.losses import loss_stats
+from ..loading import load_tokenizer
+from ..tokenizer.vqvae import VQVAE
+from ..checkpoints import atomic_save, safe_load
+from .tokens import load_tokens
 
 
 @dataclass
@@ -70,7 +74,7 @@ class TrainConfig:
     # optimisation
     steps: int = 1000
     batch_size: int = 64  # global batch per optimizer step (all ranks together)
-    micro_batch: int = 16  # gradient accumulation chunks (<= 16 on CPU, SPEC Sec. 10)
+    micro_batch: int = 16  # gradient accumulation chunks (<= 16 on CPU, where larger ones are slower per image)
     base_lr: float = 1e-4  # lr = base_lr * batch_size / 256
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.05
@@ -217,16 +221,6 @@ def model_config_for(cfg: TrainConfig, vae: VQVAE, num_classes: int) -> ModelCon
                        mvar_gamma3_init=cfg.mvar_gamma3_init)
 
 
-def load_model(path: str, map_location="cpu") -> NextScaleTransformer:
-    """A model from ``model.pt`` or from a training checkpoint (EMA weights when present)."""
-    blob = safe_load(path, map_location)
-    if not isinstance(blob, dict) or blob.get("kind") not in ("minivar-model", "minivar-train"):
-        raise CheckpointError(f"{path} is not a minivar model or training checkpoint")
-    model = NextScaleTransformer(ModelConfig(**blob["model_config"]))
-    model.load_state_dict(blob.get("ema") or blob["model"])
-    return model.eval()
-
-
 # ---------------------------------------------------------------------- the loop
 def _accumulate(total: dict | None, part: dict, w: float) -> dict:
     """total + w * part, for floats and per-scale lists."""
@@ -247,16 +241,36 @@ def _dist_info():
     return 0, 1
 
 
-def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True,
-          on_sample=None, stop_at: int = 0) -> dict:
-    """Train in ``run_dir`` (config.json written by the caller); returns the last log record.
+@dataclass
+class Run:
+    """Everything one training sitting holds: built by ``build``, advanced by ``optimizer_step``."""
+    cfg: TrainConfig
+    run_dir: str
+    device: torch.device
+    rank: int
+    world: int
+    vae: VQVAE
+    tokens: torch.Tensor  # (N, L) token ids of the training images, encoded once
+    labels: torch.Tensor  # (N,)
+    model: NextScaleTransformer
+    ddp: torch.nn.Module  # the model, DDP-wrapped on several ranks
+    forward: Callable  # what the loop calls: ``ddp``, compiled when cfg.compile
+    ema: NextScaleTransformer | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    step: int = 0
 
-    ``stop_at`` > 0 ends the sitting after that step, with a checkpoint, as the ``minutes`` limit
-    does: the learning-rate schedule still spans ``cfg.steps`` and ``resume`` continues the run.
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.run_dir, "metrics.jsonl")
 
-    Runs on every rank of a torch.distributed group when one is initialised (only rank 0 writes).
-    ``on_sample(model, step)`` is called on rank 0 every ``sample_every`` steps and at the end.
-    """
+
+# ---------------------------------------------------------------------- stage 1: build
+def build(cfg: TrainConfig, run_dir: str) -> Run:
+    """Tokenizer, encoded dataset, model (seeded: the same weights on every rank), EMA copy,
+    optimizer, schedule and scaler, on this process's device."""
     rank, world = _dist_info()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if cfg.batch_size % world or (cfg.batch_size // world) < 1:
@@ -267,136 +281,188 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         raise ValueError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt "
                          "(train one with `python -m minivar train-tokenizer`)")
     vae = load_tokenizer(cfg.tokenizer).to(device).requires_grad_(False).eval()
-    tr_idx, tr_y, _, _ = load_tokens(cfg, vae, os.path.join(run_dir, "tokens.pt"), rank, world)
-    n_cls = int(tr_y.max()) + 1
+    tokens, labels, _, _ = load_tokens(cfg, vae, os.path.join(run_dir, "tokens.pt"), rank, world)
+    n_cls = int(labels.max()) + 1
     if cfg.num_classes and cfg.num_classes < n_cls:
         raise ValueError(f"num_classes={cfg.num_classes} but the data '{cfg.data}' has labels up to "
                          f"{n_cls - 1}; use num_classes >= {n_cls} (or 0 to take it from the data)")
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = NextScaleTransformer(model_config_for(cfg, vae, cfg.num_classes or n_cls)).to(device)
-    mcfg = model.config
-    ema = NextScaleTransformer(mcfg).to(device).requires_grad_(False) if cfg.ema > 0 else None
+    ema = NextScaleTransformer(model.config).to(device).requires_grad_(False) if cfg.ema > 0 else None
     if ema is not None:
         ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    step = 0
-    if resume and checkpoint_paths(run_dir):
-        path = checkpoint_paths(run_dir)[-1]
-        st = safe_load(path, device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        scaler.load_state_dict(st["scaler"])
-        if ema is not None and st.get("ema") is not None:
-            ema.load_state_dict(st["ema"])
-        torch.set_rng_state(st["rng"]["torch"])
-        if torch.cuda.is_available() and st["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(st["rng"]["cuda"].cpu())
-        step = st["step"]
-        if rank == 0:
-            print(f"resumed from {path} (step {step})")
-    log_path = os.path.join(run_dir, "metrics.jsonl")
-    if rank == 0:  # drop records written after the checkpoint we restart from
-        old = open(log_path).read().splitlines() if os.path.exists(log_path) else []
-        keep = [r for r in old if r.strip() and json.loads(r).get("step", 0) <= step]
-        with open(log_path, "w") as f:
-            f.write("".join(r + "\n" for r in keep))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    fwd = torch.compile(ddp) if cfg.compile else ddp  # weights stay in `model` (no _orig_mod. prefix)
-    n_local = cfg.batch_size // world
+    forward = torch.compile(ddp) if cfg.compile else ddp  # weights stay in `model` (no _orig_mod. prefix)
+    return Run(cfg, run_dir, device, rank, world, vae, tokens, labels, model, ddp, forward, ema, opt, sched,
+               torch.amp.GradScaler("cuda", enabled=use_scaler), amp_dtype)
+
+
+# ---------------------------------------------------------------------- stage 2: resume / save
+def resume_from_checkpoint(run: Run) -> None:
+    """Continue from the newest checkpoint: weights, optimizer, schedule, scaler, EMA, RNG, step."""
+    paths = checkpoint_paths(run.run_dir)
+    if not paths:
+        return
+    st = safe_load(paths[-1], run.device)
+    run.model.load_state_dict(st["model"])
+    run.opt.load_state_dict(st["optimizer"])
+    run.sched.load_state_dict(st["scheduler"])
+    run.scaler.load_state_dict(st["scaler"])
+    if run.ema is not None and st.get("ema") is not None:
+        run.ema.load_state_dict(st["ema"])
+    torch.set_rng_state(st["rng"]["torch"])
+    if torch.cuda.is_available() and st["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(st["rng"]["cuda"].cpu())
+    run.step = st["step"]
+    if run.rank == 0:
+        print(f"resumed from {paths[-1]} (step {run.step})")
+
+
+def trim_log(run: Run) -> None:
+    """Drop log records written after the step we (re)start from (rank 0)."""
+    old = open(run.log_path).read().splitlines() if os.path.exists(run.log_path) else []
+    keep = [r for r in old if r.strip() and json.loads(r).get("step", 0) <= run.step]
+    with open(run.log_path, "w") as f:
+        f.write("".join(r + "\n" for r in keep))
+
+
+def save(run: Run) -> str:
+    """A training checkpoint of the current step: everything ``resume`` needs (rank 0)."""
+    cfg, pos = run.cfg, run.step * run.cfg.batch_size
+    return save_checkpoint(run.run_dir, {
+        "kind": "minivar-train", "step": run.step, "config": dataclasses.asdict(cfg),
+        "model_config": dataclasses.asdict(run.model.config), "model": run.model.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None, "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+        "data_position": {"epoch": pos // len(run.tokens), "index": pos % len(run.tokens)}}, cfg.keep_last)
+
+
+def export(run: Run) -> None:
+    """``model.pt``: the weights to sample from (EMA when kept), its config and the tokenizer path
+    relative to the run folder (rank 0)."""
+    final = run.ema if run.ema is not None else run.model
+    atomic_save({"kind": "minivar-model", "model_config": dataclasses.asdict(run.model.config),
+                 "model": final.state_dict(), "step": run.step,
+                 "tokenizer": os.path.relpath(os.path.abspath(run.cfg.tokenizer), os.path.abspath(run.run_dir))},
+                os.path.join(run.run_dir, "model.pt"))
+
+
+# ---------------------------------------------------------------------- stage 3: one optimizer step
+def optimizer_step(run: Run) -> tuple[dict, float]:
+    """One global batch (all ranks) in micro-batches, gradient clipping, AdamW, schedule, EMA.
+    Returns (loss / accuracy stats of the whole batch, gradient norm). Raises ``TrainingDiverged``
+    before touching the weights when the loss is not finite."""
+    cfg, step, device = run.cfg, run.step, run.device
+    n_local = cfg.batch_size // run.world
     micro = [(i, min(i + cfg.micro_batch, n_local)) for i in range(0, n_local, cfg.micro_batch)]
-    if rank == 0:
-        n_par = sum(p.numel() for p in model.parameters())
+    rows = batch_indices(step, cfg.batch_size, len(run.tokens), cfg.seed)[run.rank * n_local:(run.rank + 1) * n_local]
+    run.opt.zero_grad(set_to_none=True)
+    stats = None
+    for j, (a, b) in enumerate(micro):
+        idx_BL, y_B = run.tokens[rows[a:b]].to(device).long(), run.labels[rows[a:b]].to(device)
+        x_in = run.vae.teacher_input(idx_BL)
+        last = j == len(micro) - 1 or run.world == 1
+        sync = nullcontext() if last else run.ddp.no_sync()
+        with sync, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            # label dropout / drop-path draws: a function of (seed, step, micro-batch) only
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * 4096 + run.rank * len(micro) + j)
+            with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                out = loss_stats(*run.forward(y_B, x_in, idx_BL), run.model.config.patch_nums)  # fused head + loss
+            w = (b - a) / n_local
+            run.scaler.scale(out["loss"] * w).backward()
+        stats = _accumulate(stats, {**out, "loss": out["loss"].item()}, w)
+    if run.world > 1:  # the logged loss / accuracy of the whole global batch
+        t = torch.tensor([stats["loss"], stats["acc"], *stats["scale_loss"], *stats["scale_acc"]],
+                         dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        t = (t / run.world).tolist()
+        K = len(run.model.config.patch_nums)
+        stats = {"loss": t[0], "acc": t[1], "scale_loss": t[2:2 + K], "scale_acc": t[2 + K:]}
+    if not math.isfinite(stats["loss"]):
+        last = checkpoint_paths(run.run_dir)
+        raise TrainingDiverged(f"loss became {stats['loss']} at step {step + 1}; stopped. The last good "
+                               f"checkpoint is {last[-1] if last else '(none yet)'}; resume from it with "
+                               f"--resume and a lower base_lr (now {cfg.base_lr})")
+    run.scaler.unscale_(run.opt)
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip).item()
+    run.opt.param_groups[0]["weight_decay"] = weight_decay_at(cfg, step)  # group 0: the decayed weights
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.sched.step()
+    if run.ema is not None:
+        with torch.no_grad():
+            for pe, p in zip(run.ema.parameters(), run.model.parameters()):
+                pe.lerp_(p, 1 - cfg.ema)
+    run.step += 1
+    return stats, gnorm
+
+
+# ---------------------------------------------------------------------- stage 4: log
+def log_step(run: Run, stats: dict, gnorm: float, images_per_s: float, eta_s: float, lines: bool) -> dict:
+    """Append the step's record to metrics.jsonl (and print it as a plain line for batch logs)."""
+    rec = {"step": run.step, **stats, "lr": run.sched.get_last_lr()[0], "grad_norm": gnorm, "img_per_s": images_per_s,
+           "epoch": run.step * run.cfg.batch_size / len(run.tokens), "eta_s": eta_s}
+    with open(run.log_path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if lines:
+        print(f"step {run.step}/{run.cfg.steps} ep {rec['epoch']:.2f} | loss {stats['loss']:.3f} acc "
+              f"{stats['acc']:.3f} | lr {rec['lr']:.2e} | {images_per_s:.0f} img/s | ETA {_hms(eta_s)}", flush=True)
+    return rec
+
+
+# ---------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True,
+          on_sample=None, stop_at: int = 0) -> dict:
+    """Train in ``run_dir`` (config.json written by the caller); returns the last log record.
+
+    ``stop_at`` > 0 ends the sitting after that step, with a checkpoint, as the ``minutes`` limit
+    does: the learning-rate schedule still spans ``cfg.steps`` and ``resume`` continues the run.
+
+    Runs on every rank of a torch.distributed group when one is initialised (only rank 0 writes).
+    ``on_sample(model, step)`` is called on rank 0 every ``sample_every`` steps and at the end.
+    """
+    run = build(cfg, run_dir)
+    if resume:
+        resume_from_checkpoint(run)
+    if run.rank == 0:
+        trim_log(run)
+        n_par = sum(p.numel() for p in run.model.parameters())
+        mcfg, n_micro = run.model.config, -(-(cfg.batch_size // run.world) // cfg.micro_batch)
         print(f"{cfg.mixer} depth {mcfg.depth} width {mcfg.width}: {n_par / 1e6:.2f}M parameters; "
-              f"{len(tr_idx)} training images of {cfg.data}, {mcfg.num_classes} classes, L={model.L}; "
-              f"batch {cfg.batch_size} = {world} rank(s) x {len(micro)} micro-batch(es), lr {cfg.lr:.2e}")
-    model.train()
-    t0, seen, rec, first = time.time(), 0, {}, step
-    lines = progress and rank == 0 and not sys.stderr.isatty()  # logs of batch jobs: plain lines, no bar
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank > 0 or lines, desc=cfg.mixer,
+              f"{len(run.tokens)} training images of {cfg.data}, {mcfg.num_classes} classes, L={run.model.L}; "
+              f"batch {cfg.batch_size} = {run.world} rank(s) x {n_micro} micro-batch(es), lr {cfg.lr:.2e}")
+    run.model.train()
+    t0, first, rec = time.time(), run.step, {}
+    lines = progress and run.rank == 0 and not sys.stderr.isatty()  # logs of batch jobs: plain lines, no bar
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank > 0 or lines, desc=cfg.mixer,
                dynamic_ncols=True)
-    while step < cfg.steps:
-        rows = batch_indices(step, cfg.batch_size, len(tr_idx), cfg.seed)[rank * n_local:(rank + 1) * n_local]
-        opt.zero_grad(set_to_none=True)
-        stats = None
-        for j, (a, b) in enumerate(micro):
-            idx_BL, y_B = tr_idx[rows[a:b]].to(device).long(), tr_y[rows[a:b]].to(device)
-            x_in = vae.teacher_input(idx_BL)
-            sync = nullcontext() if (j == len(micro) - 1 or world == 1) else ddp.no_sync()
-            with sync, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                # label dropout / drop-path draws: a function of (seed, step, micro-batch) only
-                torch.manual_seed((cfg.seed * 1_000_003 + step) * 4096 + rank * len(micro) + j)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = loss_stats(*fwd(y_B, x_in, idx_BL), mcfg.patch_nums)  # fused head + loss
-                w = (b - a) / n_local
-                scaler.scale(out["loss"] * w).backward()
-            stats = _accumulate(stats, {**out, "loss": out["loss"].item()}, w)
-        if world > 1:  # the logged loss / accuracy of the whole global batch
-            t = torch.tensor([stats["loss"], stats["acc"], *stats["scale_loss"], *stats["scale_acc"]],
-                             dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            t = (t / world).tolist()
-            K = len(mcfg.patch_nums)
-            stats = {"loss": t[0], "acc": t[1], "scale_loss": t[2:2 + K], "scale_acc": t[2 + K:]}
-        if not math.isfinite(stats["loss"]):
-            bar.close()
-            last = checkpoint_paths(run_dir)
-            raise TrainingDiverged(f"loss became {stats['loss']} at step {step + 1}; stopped. The last good "
-                                   f"checkpoint is {last[-1] if last else '(none yet)'}; resume from it with "
-                                   f"--resume and a lower base_lr (now {cfg.base_lr})")
-        scaler.unscale_(opt)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-        opt.param_groups[0]["weight_decay"] = weight_decay_at(cfg, step)  # group 0: the decayed weights
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        if ema is not None:
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(p, 1 - cfg.ema)
-        step += 1
-        seen += cfg.batch_size
-        bar.update(1)
-        elapsed = max(time.time() - t0, 1e-9)
-        ips, eta = seen / elapsed, (cfg.steps - step) * elapsed / (step - first)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{ips:.0f}")
-        out_of_time = (cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60) or step == stop_at
-        done = step == cfg.steps or out_of_time
-        if rank == 0 and (step % cfg.log_every == 0 or done):
-            rec = {"step": step, **stats, "lr": sched.get_last_lr()[0], "grad_norm": gnorm, "img_per_s": ips,
-                   "epoch": step * cfg.batch_size / len(tr_idx), "eta_s": eta}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if lines:
-                print(f"step {step}/{cfg.steps} ep {rec['epoch']:.2f} | loss {stats['loss']:.3f} acc "
-                      f"{stats['acc']:.3f} | lr {rec['lr']:.2e} | {ips:.0f} img/s | ETA {_hms(eta)}", flush=True)
-        if rank == 0 and (step % cfg.ckpt_every == 0 or done):
-            pos = step * cfg.batch_size
-            save_checkpoint(run_dir, {
-                "kind": "minivar-train", "step": step, "config": dataclasses.asdict(cfg),
-                "model_config": dataclasses.asdict(mcfg), "model": model.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None, "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
-                "data_position": {"epoch": pos // len(tr_idx), "index": pos % len(tr_idx)}}, cfg.keep_last)
-        if rank == 0 and on_sample is not None and ((cfg.sample_every and step % cfg.sample_every == 0) or done):
-            on_sample(ema if ema is not None else model, step)
-        if os.environ.get("MINIVAR_TEST_SIGKILL_AT") == str(step):  # tests: die like `kill -9`
-            os.kill(os.getpid(), 9)
-        if out_of_time:
-            if rank == 0:
-                print(f"\nstopping at step {step}: " + (f"stop_at={stop_at}" if step == stop_at else
-                                                          f"the {cfg.minutes} min limit is reached"))
-            break
-    bar.close()
-    if rank == 0:
-        final = ema if ema is not None else model
-        atomic_save({"kind": "minivar-model", "model_config": dataclasses.asdict(mcfg),
-                     "model": final.state_dict(), "step": step,
-                     "tokenizer": os.path.relpath(os.path.abspath(cfg.tokenizer), os.path.abspath(run_dir))},
-                    os.path.join(run_dir, "model.pt"))
-    return {**rec, "step": step, "seconds": time.time() - t0}
+    try:
+        while run.step < cfg.steps:
+            stats, gnorm = optimizer_step(run)
+            bar.update(1)
+            elapsed = max(time.time() - t0, 1e-9)
+            ips, eta = (run.step - first) * cfg.batch_size / elapsed, (cfg.steps - run.step) * elapsed / (run.step - first)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{ips:.0f}")
+            out_of_time = (cfg.minutes > 0 and time.time() - t0 > cfg.minutes * 60) or run.step == stop_at
+            done = run.step == cfg.steps or out_of_time
+            if run.rank == 0 and (run.step % cfg.log_every == 0 or done):
+                rec = log_step(run, stats, gnorm, ips, eta, lines)
+            if run.rank == 0 and (run.step % cfg.ckpt_every == 0 or done):
+                save(run)
+            if run.rank == 0 and on_sample is not None and ((cfg.sample_every and run.step % cfg.sample_every == 0) or done):
+                on_sample(run.ema if run.ema is not None else run.model, run.step)
+            if out_of_time:
+                if run.rank == 0:
+                    print(f"\nstopping at step {run.step}: " + (f"stop_at={stop_at}" if run.step == stop_at else
+                                                                  f"the {cfg.minutes} min limit is reached"))
+                break
+    finally:
+        bar.close()
+    if run.rank == 0:
+        export(run)
+    return {**rec, "step": run.step, "seconds": time.time() - t0}

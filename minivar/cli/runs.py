@@ -15,11 +15,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import data, environment, metrics, official, viz
-from .model import ModelConfig
-from .official import load_tokenizer
-from .tokenizer import VQVAE, CheckpointError
-from .train import TrainConfig, TrainingDiverged, load_model, train
+from .. import data, environment, official, viz
+from ..evaluation import fid, metrics
+from ..models.transformer import ModelConfig
+from ..loading import load_model, load_tokenizer
+from ..tokenizer.vqvae import VQVAE
+from ..checkpoints import CheckpointError, sha256_file
+from ..training.trainer import TrainConfig, TrainingDiverged, train
 
 # fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
 RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every"}
@@ -111,8 +113,8 @@ def train_in_folder(cfg: TrainConfig, out: str, resume: bool = False, progress: 
 def seconds_per_step(cfg: TrainConfig, vae: VQVAE, num_classes: int, repeats: int = 3) -> float:
     """Wall seconds of one optimizer step of ``cfg`` here (best of ``repeats`` after a warm-up, on
     random tokens): a speed measurement for ETAs, never an input to the recipe."""
-    from .model import NextScaleTransformer
-    from .train import model_config_for
+    from ..models.transformer import NextScaleTransformer
+    from ..training.trainer import model_config_for
     model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
     opt = torch.optim.AdamW(model.parameters())
     mc, n = model.config, cfg.micro_batch
@@ -161,7 +163,7 @@ def _load_run(run: str, checkpoint: str | None):
     tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored["train"].items()})
     path = checkpoint or os.path.join(run, "model.pt")
     if not os.path.exists(path):
-        from .train import checkpoint_paths
+        from ..training.trainer import checkpoint_paths
         ck = checkpoint_paths(run)
         if not ck:
             raise RunError(f"{run} has no model.pt and no checkpoint yet")
@@ -178,9 +180,7 @@ def _load_official(path: str, tokenizer: str | None):
         raise RunError("--official needs --tokenizer (the official vae_ch160v4096z32.pth)")
     try:
         vae = load_tokenizer(tokenizer)
-        sd = official._as_state_dict(path)
-        load = official.load_mvar if any(".mamba." in k for k in sd) else official.load_var
-        return load(sd, vae=vae), vae
+        return official.load_transformer(path, vae=vae), vae
     except CheckpointError as e:
         raise RunError(str(e)) from None
 
@@ -215,7 +215,7 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
             continue
         with _autocast(amp, device):
             x = model.generate(labels[start:idx.stop], cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + b, vae=vae)
-        for i, im in zip(idx, metrics.to_uint8_nhwc(x)):
+        for i, im in zip(idx, viz.to_uint8(x * 2 - 1)):
             Image.fromarray(im).save(name(i))
         done += len(idx)
         if rank == 0 and len(labels) > batch_size:
@@ -229,7 +229,7 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
                     "device": str(device), "ranks": world, "environment": environment.record(), **(info or {})}
         write_json(os.path.join(folder, "sampling.json"), settings)
         if npz:
-            metrics.pack_npz(folder, npz)
+            fid.pack_npz(folder, npz)
             write_json(os.path.splitext(npz)[0] + ".json", settings)
     return len(labels)
 
@@ -243,7 +243,7 @@ def sample_grid(args) -> str:
         files = path, vae_path(args.run)
     else:
         raise RunError("pass --run RUN_FOLDER, or --official CHECKPOINT --tokenizer TOKENIZER")
-    info = {k: {"path": os.path.abspath(f), "sha256": metrics.sha256_file(f)}
+    info = {k: {"path": os.path.abspath(f), "sha256": sha256_file(f)}
             for k, f in zip(("model", "tokenizer"), files)}
     rank, _ = init_distributed()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -325,7 +325,7 @@ def evaluate(args) -> dict:
 
 def vae_report(vae, images, clf) -> dict:
     """Tokenizer: PSNR, per-scale codebook usage / perplexity, rFD-cls (reconstructions vs originals)."""
-    from .train_tokenizer import evaluate_tokenizer
+    from ..training.tokenizer_trainer import evaluate_tokenizer
     ev = evaluate_tokenizer(vae, images)
     rec = torch.cat([vae.decode(vae.encode(images[i:i + 128])) for i in range(0, len(images), 128)])
     ev["rfd_cls"] = metrics.fd_features(metrics.classify(clf, rec)[0], metrics.classify(clf, images)[0])

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .tokenizer import VQVAE
+from ..tokenizer.vqvae import VQVAE
 
 
 @dataclass
@@ -95,7 +95,7 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
     per-scale usage, re-seeded codes, images/s).
     """
     cfg = cfg or TokenizerTrainConfig()
-    from .tokenizer import check_images
+    from ..tokenizer.vqvae import check_images
     check_images(images[:cfg.batch_size], vae.config.image_size)
     g = torch.Generator().manual_seed(cfg.seed)
     decay, no_decay = [], []

@@ -31,10 +31,11 @@ import zipfile
 import numpy as np
 import torch
 
-from . import data, environment, metrics
-from .inception import load_inception
-from .official import load_tokenizer
-from .tokenizer import CheckpointError
+from .. import data, environment, viz
+from . import metrics
+from .inception import INCEPTION_SHA256_PREFIX, load_inception
+from ..loading import load_tokenizer
+from ..checkpoints import CheckpointError, sha256_file
 
 
 class EvalInputError(RuntimeError):
@@ -134,11 +135,11 @@ def manifold_precision_recall(real_ND, fake_MD, k: int = 3, device="cpu", chunk:
 
 # ---------------------------------------------------------------------- the report
 def _file_info(path: str) -> dict:
-    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": metrics.sha256_file(path)}
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
 def fid_report(samples: str, ref: str, inception: str, out: str | None = None, batch_size: int = 200,
-               device=None, is_splits: int = 10, pr_k: int = 3, sha256_prefix=metrics.INCEPTION_SHA256_PREFIX,
+               device=None, is_splits: int = 10, pr_k: int = 3, sha256_prefix=INCEPTION_SHA256_PREFIX,
                net=None) -> dict:
     """FID / IS / precision / recall of ``samples`` against ``ref``; written to ``out`` (JSON) when given.
 
@@ -185,10 +186,10 @@ def fid_report(samples: str, ref: str, inception: str, out: str | None = None, b
         with open(side) as f:
             report["sampling"] = json.load(f)
     report["settings"] = {
-        "network": "FID Inception-v3 (TF 2015-12-05 graph, pytorch-fid port), minivar.inception",
+        "network": "FID Inception-v3 (TF 2015-12-05 graph, pytorch-fid port), minivar.evaluation.inception",
         "resize": "bilinear to 299x299, align_corners=False (pytorch-fid), then [-1, 1]",
         "is": f"softmax(pool3 @ fc.weight.T) without bias, {is_splits} splits", "pr_k": pr_k,
-        "pr_sets": "reference arr_0 vs all samples", "fid_math": "eigenvalues (minivar.metrics.frechet_distance)",
+        "pr_sets": "reference arr_0 vs all samples", "fid_math": "eigenvalues (minivar.evaluation.metrics.frechet_distance)",
         "batch_size": batch_size, "device": str(device), "environment": environment.record(),
         "backend_note": "PyTorch port: close to, not identical with, OpenAI's TensorFlow evaluator"}
     report["seconds"] = time.time() - t0
@@ -234,7 +235,7 @@ def reconstruct(args) -> dict:
         x = x_u8.to(device).float() / 127.5 - 1
         rec = vae.decode(vae.encode(x)).clamp(-1, 1)
         se += ((rec - x) ** 2).mean((1, 2, 3)).add(1e-12).log10().sum().item()  # for the mean PSNR
-        for im in metrics.to_uint8_nhwc((rec + 1) / 2):
+        for im in viz.to_uint8(rec):
             Image.fromarray(im).save(os.path.join(args.png_dir, f"{n:06d}.png"))
             n += 1
         if args.orig_npz:
@@ -243,11 +244,40 @@ def reconstruct(args) -> dict:
               "data": os.path.abspath(args.data_path), "preprocess": "VAR: shorter side 1.125x (Lanczos), centre crop",
               "seconds": time.time() - t0, "environment": environment.record()}
     if args.npz:
-        metrics.pack_npz(args.png_dir, args.npz)
+        pack_npz(args.png_dir, args.npz)
     if args.orig_npz:
-        metrics.pack_npz(np.concatenate(origs), args.orig_npz)
+        pack_npz(np.concatenate(origs), args.orig_npz)
     with open(os.path.join(args.png_dir, "reconstruct.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(f"reconstructed {n} images of {args.data_path}: PSNR {report['psnr_db']:.2f} dB ({report['seconds']:.0f} s); "
           f"rFID: python -m minivar fid --samples {args.npz or 'REC.npz'} --ref {args.orig_npz or 'ORIG.npz'} ...")
     return report
+
+
+def pack_npz(images, path: str) -> tuple:
+    """Write the ``arr_0`` uint8 (N, H, W, 3) npz read by OpenAI's evaluator; images: array or PNG folder."""
+    if isinstance(images, str):
+        from PIL import Image
+        files = sorted(f for f in os.listdir(images) if f.lower().endswith(".png"))
+        if not files:
+            raise FileNotFoundError(f"no .png files in {images}")
+        images = np.stack([np.asarray(Image.open(os.path.join(images, f)).convert("RGB")) for f in files])
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, arr_0=arr)
+    os.replace(tmp, path)
+    return arr.shape
+
+
+def reference_stats(npz_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of a reference batch such as VIRTUAL_imagenet256_labeled.npz (keys ``mu``, ``sigma``)."""
+    if not os.path.exists(npz_path):
+        raise FileNotFoundError(f"reference batch {npz_path} not found; supply VIRTUAL_imagenet256_labeled.npz "
+                                "(OpenAI guided-diffusion evaluations); nothing is downloaded")
+    with np.load(npz_path) as z:
+        missing = {"mu", "sigma"} - set(z.files)
+        if missing:
+            raise ValueError(f"{npz_path} lacks {sorted(missing)} (has {z.files}); it is not a reference batch")
+        return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)

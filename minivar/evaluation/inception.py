@@ -20,12 +20,15 @@ feeds its softmax for the Inception Score. Dims: B batch, H/W image side.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import metrics
-from .tokenizer import CheckpointError, safe_load
+from ..checkpoints import CheckpointError, safe_load, sha256_file
+
+INCEPTION_SHA256_PREFIX = "6726825d"  # pt_inception-2015-12-05-6726825d.pth (torch.hub naming)
 
 INPUT_SIDE = 299
 NUM_LOGITS = 1008  # the TF graph's classifier: 1000 ImageNet classes + 8 unused
@@ -207,7 +210,7 @@ class FIDInceptionV3(nn.Module):
         return f, f @ self.fc.weight.T
 
 
-def load_inception(path: str, device="cpu", sha256_prefix: str | None = metrics.INCEPTION_SHA256_PREFIX):
+def load_inception(path: str, device="cpu", sha256_prefix: str | None = INCEPTION_SHA256_PREFIX):
     """pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` -> FIDInceptionV3 in eval mode.
 
     The file's SHA-256 must start with ``sha256_prefix`` (None skips the check: only for other
@@ -217,7 +220,7 @@ def load_inception(path: str, device="cpu", sha256_prefix: str | None = metrics.
     digest = None
     if sha256_prefix is not None:
         try:
-            digest = metrics.check_weights_hash(path, sha256_prefix)
+            digest = check_weights_hash(path, sha256_prefix)
         except (FileNotFoundError, ValueError) as e:
             raise CheckpointError(str(e)) from None
     sd = safe_load(path)
@@ -241,3 +244,15 @@ def load_inception(path: str, device="cpu", sha256_prefix: str | None = metrics.
         raise CheckpointError("\n".join(lines))
     net.load_state_dict(sd, strict=True)
     return net.to(device).eval().requires_grad_(False), digest
+
+
+def check_weights_hash(path: str, prefix: str = INCEPTION_SHA256_PREFIX) -> str:
+    """Verify user-supplied FID Inception weights; returns the full SHA-256."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Inception weights {path} not found; supply "
+                                "pt_inception-2015-12-05-6726825d.pth (nothing is downloaded)")
+    digest = sha256_file(path)
+    if not digest.startswith(prefix):
+        raise ValueError(f"{path} has SHA-256 {digest[:16]}..., expected one starting with {prefix}: "
+                         "these are not the FID Inception weights")
+    return digest

@@ -1,4 +1,4 @@
-"""Sample-quality metrics that work offline, and the ImageNet evaluation plumbing.
+"""Sample-quality metrics that work offline, in a frozen classifier's features.
 
 No Inception weights can be downloaded here, so on small data the feature network is a small
 classifier trained on the dataset's own training split and then frozen (its test accuracy and
@@ -12,13 +12,11 @@ weights hash are reported with every number). The Fréchet distance in its featu
     floor     the same metrics between two real sets (train vs test) of the same N
     memorise  distance of each sample to its nearest training image vs test-to-train distances
 
-ImageNet (GPU): ``pack_npz`` writes the ``arr_0`` uint8 (N, H, W, 3) file that OpenAI's evaluator
-and torch-fidelity read; ``check_weights_hash`` verifies user-supplied Inception weights.
+The ImageNet protocol (FID with the Inception network, npz files) is in ``fid.py``.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 import torch
@@ -159,13 +157,13 @@ def state_sha256(module: nn.Module) -> str:
 
 
 def save_classifier(clf: SmallCNN, path: str, **info) -> None:
-    from .tokenizer import atomic_save  # lazy: metrics knows nothing of the tokenizer otherwise
+    from ..checkpoints import atomic_save  # lazy: metrics knows nothing of the tokenizer otherwise
     atomic_save({"kind": "minivar-classifier", "num_classes": clf.num_classes, "width": clf.width,
                  "feat_dim": clf.feat_dim, "state_dict": clf.state_dict(), "info": info}, path)
 
 
 def load_classifier(path: str) -> tuple[SmallCNN, dict]:
-    from .tokenizer import CheckpointError, safe_load
+    from ..checkpoints import CheckpointError, safe_load
     blob = safe_load(path)
     if blob.get("kind") != "minivar-classifier":
         raise CheckpointError(f"{path} is not a minivar feature classifier")
@@ -203,61 +201,3 @@ def evaluate_samples(clf: SmallCNN, fake, fake_labels, real_test, real_train, ki
             "floor": {"fd_cls": fd_features(f_train, f_test), "kid": floor_kid, "precision": fp, "recall": fr},
             "memorisation_pixels": memorisation(fake, real_train, real_test[:n]),
             "memorisation_features": memorisation(f_fake, classify(clf, real_train)[0], f_test)}
-
-
-# ---------------------------------------------------------------------- ImageNet plumbing (GPU track)
-def to_uint8_nhwc(x_B3HW: torch.Tensor) -> np.ndarray:
-    """Images in [0, 1] -> uint8 (B, H, W, 3), rounding like the PNG writers do."""
-    return (x_B3HW.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def pack_npz(images, path: str) -> tuple:
-    """Write the ``arr_0`` uint8 (N, H, W, 3) npz read by OpenAI's evaluator; images: array or PNG folder."""
-    if isinstance(images, str):
-        from PIL import Image
-        files = sorted(f for f in os.listdir(images) if f.lower().endswith(".png"))
-        if not files:
-            raise FileNotFoundError(f"no .png files in {images}")
-        images = np.stack([np.asarray(Image.open(os.path.join(images, f)).convert("RGB")) for f in files])
-    arr = np.asarray(images)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"expected uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, arr_0=arr)
-    os.replace(tmp, path)
-    return arr.shape
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-INCEPTION_SHA256_PREFIX = "6726825d"  # pt_inception-2015-12-05-6726825d.pth (torch.hub naming)
-
-
-def check_weights_hash(path: str, prefix: str = INCEPTION_SHA256_PREFIX) -> str:
-    """Verify user-supplied FID Inception weights; returns the full SHA-256."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Inception weights {path} not found; supply "
-                                "pt_inception-2015-12-05-6726825d.pth (nothing is downloaded)")
-    digest = sha256_file(path)
-    if not digest.startswith(prefix):
-        raise ValueError(f"{path} has SHA-256 {digest[:16]}..., expected one starting with {prefix}: "
-                         "these are not the FID Inception weights")
-    return digest
-
-
-def reference_stats(npz_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of a reference batch such as VIRTUAL_imagenet256_labeled.npz (keys ``mu``, ``sigma``)."""
-    if not os.path.exists(npz_path):
-        raise FileNotFoundError(f"reference batch {npz_path} not found; supply VIRTUAL_imagenet256_labeled.npz "
-                                "(OpenAI guided-diffusion evaluations); nothing is downloaded")
-    with np.load(npz_path) as z:
-        missing = {"mu", "sigma"} - set(z.files)
-        if missing:
-            raise ValueError(f"{npz_path} lacks {sorted(missing)} (has {z.files}); it is not a reference batch")
-        return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)

@@ -1,19 +1,17 @@
-"""The next-scale training loss, computed without ever holding the (B*L, V) logits.
+"""The head matmul and the cross-entropy fused, without ever holding the (B*L, V) logits.
 
-Both models end in ``logits = head(h)`` and train on the mean cross-entropy over all L tokens
-(VAR, Tian et al. 2024, Sec. 3.2: every token of every scale weighs 1/L). At 256 px, B16, V 4096
-the logits are 16 * 680 * 4096 fp32 = 178 MB, and so is their gradient. On CPU such buffers are
-slow twice over: log-softmax and its backward stream them through memory, and glibc hands every
-buffer over 32 MB back to the OS after use, so the next step page-faults it in again (SPEC
-Sec. 10). ``linear_cross_entropy`` runs the head matmul and the loss together over chunks of rows
-whose logits fit in cache:
+Replaces: ``F.cross_entropy(head(h), t)`` on materialised logits (``minivar.models.losses.
+next_scale_loss``), in ``model.loss`` and ``model(labels, x, targets)``, when
+``minivar.fast.enabled.head_loss`` is on.
+
+Why: at 256 px, B16, V 4096 the logits are 16 * 680 * 4096 fp32 = 178 MB, and so is their
+gradient. On CPU such buffers are slow twice over: log-softmax and its backward stream them
+through memory, and glibc hands every buffer over 32 MB back to the OS after use, so the next step
+page-faults it in again. ``linear_cross_entropy`` runs the head matmul and the loss together over
+chunks of rows whose logits fit in cache:
 
     reference:  ce = F.cross_entropy(h @ W.T + b, t, reduction="none")
     here:       ce = linear_cross_entropy(h, W, b, t)      same numbers up to float rounding
-
-``next_scale_loss(logits, targets, patch_nums)`` is the readable version on materialised logits
-(notebook 03 derives it); ``model.loss(labels, x, targets)`` is the fused one the trainer runs.
-Both return ``loss_stats``'s dict: the mean loss plus per-scale loss and accuracy.
 
 Gradients. Row i (logits z_i, p_i = softmax(z_i), upstream gradient g_i) has dz_i = g_i * e_i with
 e_i = p_i - onehot(t_i), and dh_i = dz_i W,  dW = sum_i dz_i^T h_i,  db = sum_i dz_i.
@@ -28,9 +26,6 @@ Dims: N rows (B*L tokens), C width, V vocabulary, n rows of one chunk.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-
-from . import scales
 
 CHUNK_ROWS = 512  # 512 x 4096 fp32 logits = 8 MB: one chunk stays well under glibc's 32 MB mmap line
 
@@ -42,27 +37,6 @@ def linear_cross_entropy(h_NC: torch.Tensor, W_VC: torch.Tensor, b_V: torch.Tens
     if h_NC.dim() != 2 or t_N.shape != h_NC.shape[:1]:
         raise ValueError(f"need h (N, C) and targets (N,), got {tuple(h_NC.shape)} and {tuple(t_N.shape)}")
     return _LinearCrossEntropy.apply(h_NC, W_VC, b_V, t_N, chunk)
-
-
-def next_scale_loss(logits_BLV: torch.Tensor, targets_BL: torch.Tensor, patch_nums) -> dict:
-    """Cross-entropy over all L tokens with uniform 1/L weight, plus per-scale loss and accuracy.
-
-    The softmax runs over rows of the contiguous (B*L, V) view: over ``transpose(1, 2)`` (a strided
-    class dimension) PyTorch's CPU log-softmax is ~8x slower (SPEC Sec. 10: this is a large buffer)."""
-    B, L, V = logits_BLV.shape
-    ce_BL = F.cross_entropy(logits_BLV.reshape(B * L, V), targets_BL.reshape(B * L), reduction="none").view(B, L)
-    with torch.no_grad():
-        hit_BL = (logits_BLV.argmax(-1) == targets_BL).float()
-    return loss_stats(ce_BL, hit_BL, patch_nums)
-
-
-def loss_stats(ce_BL, hit_BL, patch_nums) -> dict:
-    """Per-token losses and hits (B, L) -> {loss (mean, a tensor), acc, scale_loss, scale_acc}."""
-    hit_BL = hit_BL.float()
-    offs = scales.offsets(patch_nums)
-    per_loss = [ce_BL[:, b:e].mean().item() for b, e in zip(offs[:-1], offs[1:])]
-    per_acc = [hit_BL[:, b:e].mean().item() for b, e in zip(offs[:-1], offs[1:])]
-    return {"loss": ce_BL.mean(), "acc": hit_BL.mean().item(), "scale_loss": per_loss, "scale_acc": per_acc}
 
 
 def _chunk_logits(h_nC, W_VC, b_V):

@@ -22,7 +22,7 @@ so state dicts load both ways. Ways to compute the scan, all exact equivalents:
                           state and the last d_conv-1 conv inputs; feeding a sequence in pieces
                           gives the same outputs as feeding it whole.
 On CUDA, if mamba_ssm is importable, the chunked scan dispatches to its fused Triton kernel
-(``_fused_scan``; UNTESTED here -- our machines have no GPU).
+(``_fused_scan``; not yet run on a GPU by this project, so opt-in: see ``Mamba2.use_fused``).
 
 Dimension glossary (shape suffixes on names, e.g. x_BLHP):
     B batch   L sequence length   D d_model   E d_inner = expand*D = H*P   H heads   P headdim
@@ -39,6 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import fast
+from ..fast.causal_conv import causal_depthwise_conv as fast_causal_conv
+
 
 def _expand_groups(t_BLGN: Tensor, nheads: int) -> Tensor:
     """(..., G, N) -> (..., H, N): head h uses group h // (H/G)."""
@@ -47,53 +50,12 @@ def _expand_groups(t_BLGN: Tensor, nheads: int) -> Tensor:
 
 
 def causal_depthwise_conv(x_BTK: Tensor, w_KW: Tensor, b_K: Tensor | None) -> Tensor:
-    """Depthwise conv1d over time, already left-padded: T = L + W - 1 in, L out. Same as
-    ``F.conv1d(x_BKT, w_KW[:, None], b_K, groups=K)`` (to float rounding), computed as W shifted
-    multiply-adds in (B, T, K) layout with a hand-written backward: on CPU, PyTorch's depthwise
-    conv1d backward took ~0.8 s per M-VAR-d4 layer at B16, and plain autograd through the shifted
-    views below (``_causal_conv_reference``) zero-fills a full-size gradient per tap."""
-    return _CausalConv.apply(x_BTK, w_KW, b_K)
-
-
-def _causal_conv_reference(x_BTK, w_KW, b_K):
-    W = w_KW.shape[1]
-    L = x_BTK.shape[1] - W + 1
-    y_BLK = x_BTK[:, :L] * w_KW[:, 0]
-    for k in range(1, W):
-        y_BLK = y_BLK + x_BTK[:, k:k + L] * w_KW[:, k]
-    return y_BLK if b_K is None else y_BLK + b_K
-
-
-class _CausalConv(torch.autograd.Function):
-    """y_l = b + sum_k w_k x_{l+k};  dx_{l+k} += w_k dy_l;  dw_k = sum_{b,l} dy_l x_{l+k};  db = sum dy."""
-
-    @staticmethod
-    def forward(ctx, x_BTK, w_KW, b_K):
-        W = w_KW.shape[1]
-        L = x_BTK.shape[1] - W + 1
-        y_BLK = x_BTK[:, :L] * w_KW[:, 0]
-        for k in range(1, W):
-            y_BLK.addcmul_(x_BTK[:, k:k + L], w_KW[:, k])
-        if b_K is not None:
-            y_BLK.add_(b_K)
-        ctx.save_for_backward(x_BTK, w_KW)
-        ctx.has_bias = b_K is not None
-        return y_BLK
-
-    @staticmethod
-    def backward(ctx, dy_BLK):
-        x_BTK, w_KW = ctx.saved_tensors
-        W, L = w_KW.shape[1], dy_BLK.shape[1]
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = x_BTK.new_zeros(x_BTK.shape)
-            for k in range(W):
-                dx[:, k:k + L].addcmul_(dy_BLK, w_KW[:, k])
-        if ctx.needs_input_grad[1]:
-            dw = torch.stack([torch.linalg.vecdot(dy_BLK, x_BTK[:, k:k + L], dim=1).sum(0) for k in range(W)], dim=1)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy_BLK.sum((0, 1))
-        return dx, dw, db
+    """Depthwise conv1d over time, input already left-padded: T = L + W - 1 in, L out, (B, T, K)
+    layout. ``minivar.fast.causal_conv`` computes the same as W shifted multiply-adds with a
+    hand-written backward when ``minivar.fast.enabled.causal_conv`` is on."""
+    if fast.enabled.causal_conv:
+        return fast_causal_conv(x_BTK, w_KW, b_K)
+    return F.conv1d(x_BTK.transpose(1, 2), w_KW[:, None], b_K, groups=w_KW.shape[0]).transpose(1, 2)
 
 
 def ssd_sequential(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN, h_BHPN=None):
@@ -228,7 +190,7 @@ class Mamba2(nn.Module):
         # intra-chunk work grows with it (L * Q per head) and the cross-chunk loop with L / Q. On CPU,
         # at L = 680, 64 is ~2.5x faster fwd+bwd than 256 (benchmarks/mamba_chunk.py).
         self.torch_chunk_size = min(chunk_size, 64)
-        self.use_fused = True          # on CUDA: use mamba_ssm's Triton scan when importable
+        self.use_fused = None  # CUDA: mamba_ssm's fused scan (None: as minivar.fast.enabled.mamba_fused_scan)
         self.tokens_scanned = 0
         conv_dim = self.d_inner + 2 * ngroups * d_state                       # K
 
@@ -281,8 +243,9 @@ class Mamba2(nn.Module):
         A_H = -torch.exp(self.A_log.to(f))
         h_BHPN = None if cache is None else cache.ssm_state
 
-        fused = _fused_scan() if (x_BLD.is_cuda and self.use_fused and path == "chunked") else None
-        if fused is not None:  # UNTESTED (no GPU here): mamba_ssm's Triton kernel, D included
+        want_fused = fast.enabled.mamba_fused_scan if self.use_fused is None else self.use_fused
+        fused = _fused_scan() if (x_BLD.is_cuda and want_fused and path == "chunked") else None
+        if fused is not None:  # mamba_ssm's Triton kernel, D included (opt-in until checked on a GPU)
             out = fused(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN, self.chunk_size, D=self.D,
                         dt_bias=self.dt_bias, dt_softplus=True, initial_states=h_BHPN,
                         return_final_states=cache is not None)

@@ -1,6 +1,6 @@
 """The dataset encoded once by the frozen tokenizer: token indices (N, L), cached in ``tokens.pt``.
 
-Encoding costs more than a training step (SPEC Sec. 10), so the trainer never encodes twice:
+Encoding costs more than a training step on a CPU, so the trainer never encodes twice:
 
     small datasets   loaded into memory, encoded by rank 0, read by the other ranks;
     imagefolder      streamed from disk (ImageNet does not fit in memory): every rank encodes its
@@ -20,8 +20,9 @@ import time
 import torch
 import torch.distributed as dist
 
-from . import data as datasets
-from .tokenizer import VQVAE, atomic_save, safe_load
+from .. import data as datasets
+from ..tokenizer.vqvae import VQVAE
+from ..checkpoints import atomic_save, safe_load
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ save log-sum-exp per row. Backward recomputes the probabilities from the saved L
 key block for dk, dv (loops over the query blocks that see it), one per query block for dq.
 
 Dims: B batch, H heads, L tokens, c head dim, K scales. fp32 / fp16 / bf16 in, fp32 accumulate.
-Run ``TRITON_INTERPRET=1 python kernels/scale_attention.py`` for a CPU self-check.
+Run ``TRITON_INTERPRET=1 python minivar/kernels/scale_attention.py`` for a CPU self-check.
 This file imports only torch and triton.
 """
 from __future__ import annotations

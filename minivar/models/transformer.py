@@ -10,8 +10,9 @@ raster order) that carries information across scales, and the FFN:
     M-VAR block:  x += g1 * Attn_intra(mod(x; s1, b1)); x += g2 * Mamba2(mod(x; s2, b2)); x += g3 * FFN(...)
     mod(x; s, b) = LayerNorm(x) * (1 + s) + b,  (g, s, b) = Linear(SiLU(class embedding))   (AdaLN)
 
-Module and parameter names follow the official code, so official state dicts load with a strict
-check (``minivar.official``). Sampling with KV / Mamba-state caches lives in ``sample.py``.
+The blocks are in ``blocks.py``. Module and parameter names follow the official code, so official
+state dicts load with a strict check (``minivar.official``). ``start`` / ``step`` run the model one
+scale at a time with typed caches (``caches.py``); ``minivar.sample`` drives them.
 
 Dims: B batch, L tokens (all scales), l tokens of one scale, C width, H heads, c head dim,
 Cv tokenizer latent channels, V vocabulary, K scales, D condition dim (= C).
@@ -25,10 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import scales
-from .attention import scale_attention, scaled_l2_normalize
-from .losses import linear_cross_entropy, loss_stats, next_scale_loss  # noqa: F401  (re-exported)
-from .mamba2 import Mamba2
+from .. import fast, scales
+from ..fast.head_loss import linear_cross_entropy
+from .blocks import MVARBlock, VARBlock
+from .caches import SamplingState
+from .losses import loss_stats
 
 
 @dataclass
@@ -80,117 +82,6 @@ class ModelConfig:
         return 6 if self.mixer == "var" else 9
 
 
-class SelfAttention(nn.Module):
-    """Multi-head attention with VAR's q/v biases and optional L2-normalised q, k (cosine attention)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        C, H = cfg.width, cfg.heads
-        self.H, self.c, self.l2 = H, C // H, cfg.attn_l2_norm
-        self.mode = "causal" if cfg.mixer == "var" else "intra"
-        self.patch_nums, self.backend = cfg.patch_nums, cfg.attn_backend
-        self.mat_qkv = nn.Linear(C, 3 * C, bias=False)
-        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(C)), nn.Parameter(torch.zeros(C))
-        if self.l2:  # per-head temperature, exp(min(s, log 100)), initialised at 4; softmax scale 1
-            self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), 4.0).log())
-            self.scale = 1.0
-        else:
-            self.scale = 0.25 / math.sqrt(self.c)
-        self.proj = nn.Linear(C, C)
-
-    def qkv(self, x_BLC):
-        B, L, C = x_BLC.shape
-        bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        q, k, v = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.H, self.c).permute(2, 0, 3, 1, 4)
-        if self.l2:  # cosine attention: unit q, k; q carries the temperature
-            q = scaled_l2_normalize(q, self.scale_mul_1H11.clamp_max(math.log(100)).exp())
-            k = scaled_l2_normalize(k)
-        return q, k, v  # each B, H, L, c
-
-    def forward(self, x_BLC, cache: dict | None = None):
-        """Whole sequence (cache None), or one scale's tokens while sampling (cache: this block's)."""
-        B, L, C = x_BLC.shape
-        q, k, v = self.qkv(x_BLC)
-        if cache is None:
-            o = scale_attention(q, k, v, self.patch_nums, self.mode, self.scale, self.backend)
-        else:
-            if self.mode == "causal":  # VAR: keys/values of all earlier scales are cached
-                if "kv" not in cache:  # one buffer for the whole sequence, filled scale by scale
-                    total = sum(p * p for p in self.patch_nums)
-                    cache["kv"] = k.new_empty(2, B, self.H, total, self.c)
-                n = cache["k"].shape[2] if "k" in cache else 0  # tokens cached so far
-                kv = cache["kv"][:, :, :, :n + L]
-                kv[0, :, :, n:], kv[1, :, :, n:] = k, v
-                k, v = cache["k"], cache["v"] = kv[0], kv[1]  # views of the filled part
-            o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # M-VAR: own scale only
-        return self.proj(o.transpose(1, 2).reshape(B, L, C))
-
-
-class FFN(nn.Module):
-    def __init__(self, C: int, hidden: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(C, hidden), nn.Linear(hidden, C)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-
-
-def drop_path(gamma_B1C, p: float, training: bool):
-    """Stochastic depth folded into the branch's AdaLN gate: the whole residual branch of a sample
-    is dropped with probability p (and kept ones scaled by 1/(1-p)). Returns the gate to multiply
-    the branch by, so that ``x + branch * gate`` is one pass over (B, L, C)."""
-    if p == 0.0 or not training:
-        return gamma_B1C
-    keep = gamma_B1C.new_empty(gamma_B1C.shape[0], 1, 1).bernoulli_(1 - p)
-    return gamma_B1C * keep.div_(1 - p)
-
-
-class Block(nn.Module):
-    """AdaLN block: VAR (attention, FFN) or M-VAR (intra-scale attention, Mamba2, FFN)."""
-
-    def __init__(self, cfg: ModelConfig, drop_p: float):
-        super().__init__()
-        C, self.mvar, self.drop_p = cfg.width, cfg.mixer == "mvar", drop_p
-        self.eps = cfg.norm_eps
-        self.attn = SelfAttention(cfg)
-        if self.mvar:
-            self.mamba = Mamba2(C, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                                headdim=cfg.mamba_headdim, chunk_size=cfg.mamba_chunk)
-        self.ffn = FFN(C, round(C * cfg.mlp_ratio))
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, cfg.n_gates * C))
-
-    def modulate(self, x, scale, shift):
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps).mul(scale + 1).add_(shift)
-
-    def forward(self, x_BLC, cond_BD, cache: dict | None = None):
-        n, C = 9 if self.mvar else 6, x_BLC.shape[-1]
-        if cache is not None and "ada" in cache:  # sampling: the condition is the same at every scale
-            mods = cache["ada"]
-        else:
-            mods = self.ada_lin(cond_BD).view(-1, 1, n, C).unbind(2)
-            if cache is not None:
-                cache["ada"] = mods
-        k = n // 3  # gammas, scales, shifts: k of each
-        gam, sca, shi = mods[:k], mods[k:2 * k], mods[2 * k:]
-        gate = lambda g: drop_path(g, self.drop_p, self.training)  # noqa: E731
-        x_BLC = torch.addcmul(x_BLC, self.attn(self.modulate(x_BLC, sca[0], shi[0]), cache), gate(gam[0]))
-        if self.mvar:
-            u = self.modulate(x_BLC, sca[1], shi[1])
-            x_BLC = torch.addcmul(x_BLC, self.mamba_forward(u, cache), gate(gam[1]))
-        x_BLC = torch.addcmul(x_BLC, self.ffn(self.modulate(x_BLC, sca[-1], shi[-1])), gate(gam[-1]))
-        return x_BLC
-
-    def mamba_forward(self, u_BLC, cache: dict | None):
-        if cache is None:
-            return self.mamba(u_BLC)
-        if cache.get("rescan"):  # the official M-VAR sampler: re-run Mamba over the whole prefix
-            cache["prefix"] = u_BLC if "prefix" not in cache else torch.cat((cache["prefix"], u_BLC), 1)
-            return self.mamba(cache["prefix"])[:, -u_BLC.shape[1]:]
-        if "mamba" not in cache:  # ours: a recurrent state, exact, L token-steps in all
-            cache["mamba"] = self.mamba.allocate_cache(u_BLC.shape[0], dtype=u_BLC.dtype, device=u_BLC.device)
-        return self.mamba(u_BLC, cache=cache["mamba"])
-
-
 class NextScaleTransformer(nn.Module):
     """``model(labels_B, x_BLCv)`` -> logits (B, L, V); ``model.generate(labels_B, ...)`` -> images."""
 
@@ -207,7 +98,8 @@ class NextScaleTransformer(nn.Module):
         self.lvl_embed = nn.Embedding(K, C)
         self.register_buffer("lvl_L", scales.scale_ids(pns), persistent=False)
         dpr = [cfg.drop_path * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # linear rule
-        self.blocks = nn.ModuleList(Block(cfg, p) for p in dpr)
+        block = VARBlock if cfg.mixer == "var" else MVARBlock
+        self.blocks = nn.ModuleList(block(cfg, p) for p in dpr)
         self.head_nm = nn.Module()  # AdaLN before the head (official name: head_nm.ada_lin)
         self.head_nm.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 2 * C))
         self.head = nn.Linear(C, cfg.vocab_size)
@@ -219,7 +111,7 @@ class NextScaleTransformer(nn.Module):
     def init_weights(self):
         cfg, C = self.config, self.config.width
         std = math.sqrt(1 / C / 3)
-        mamba_modules = {id(m) for b in self.blocks if b.mvar for m in b.mamba.modules()}
+        mamba_modules = {id(m) for b in self.blocks if isinstance(b, MVARBlock) for m in b.mamba.modules()}
         for m in self.modules():
             if id(m) in mamba_modules:  # Mamba2 keeps its own (mamba-ssm) initialisation
                 continue
@@ -235,11 +127,11 @@ class NextScaleTransformer(nn.Module):
             b.attn.proj.weight.div_(math.sqrt(2 * cfg.depth))
             b.ffn.fc2.weight.div_(math.sqrt(2 * cfg.depth))
             w = b.ada_lin[1].weight  # rows: [gammas | scales | shifts], C rows each
-            n_gamma = 2 if (b.mvar and cfg.mvar_gamma3_init == "official") else cfg.n_gates // 3
+            n_gamma = 2 if (isinstance(b, MVARBlock) and cfg.mvar_gamma3_init == "official") else b.n_sublayers
             w[n_gamma * C:].mul_(cfg.init_adaln)
             w[:n_gamma * C].mul_(cfg.init_adaln_gamma)
 
-    # ------------------------------------------------------------------ pieces shared with sample.py
+    # ------------------------------------------------------------------ pieces of the input and the head
     def check_labels(self, labels_B: torch.Tensor) -> None:
         if not torch.is_tensor(labels_B) or labels_B.dim() != 1 or labels_B.dtype != torch.long:
             raise ValueError("labels must be a 1-D LongTensor of class ids (B,)")
@@ -292,7 +184,7 @@ class NextScaleTransformer(nn.Module):
 
         With ``targets_BL`` (B, L) it returns (ce_BL, hit_BL) instead: each token's cross-entropy
         and whether its argmax hit, with the head and the loss fused in chunks so that the (B, L, V)
-        logits never exist (``losses.py``; same numbers as from the logits up to float rounding).
+        logits never exist (``minivar.fast.head_loss``; same numbers up to float rounding).
         ``loss_stats(ce_BL, hit_BL, patch_nums)`` turns them into ``next_scale_loss``'s dict.
 
         In training mode labels are dropped to the null class with probability ``cond_drop``;
@@ -309,6 +201,10 @@ class NextScaleTransformer(nn.Module):
         if targets_BL.numel() and (targets_BL.min() < 0 or targets_BL.max() >= V):
             raise ValueError(f"target token ids must be in [0, {V}), got [{int(targets_BL.min())}, "
                              f"{int(targets_BL.max())}]: encode the images with a tokenizer of vocabulary {V}")
+        if not fast.enabled.head_loss:  # the plain way: all (B, L, V) logits, then the loss
+            logits_BLV = self.head(h_BLC).float()
+            ce_BL = F.cross_entropy(logits_BLV.reshape(B * L, V), targets_BL.reshape(B * L), reduction="none")
+            return ce_BL.view(B, L), (logits_BLV.argmax(-1) == targets_BL)
         ce_N, hit_N = linear_cross_entropy(h_BLC.reshape(B * L, C), self.head.weight, self.head.bias,
                                            targets_BL.reshape(B * L))
         return ce_N.view(B, L), hit_N.view(B, L)
@@ -317,7 +213,36 @@ class NextScaleTransformer(nn.Module):
         """``next_scale_loss(self(labels_B, x_BLCv), targets_BL, patch_nums)``, computed fused."""
         return loss_stats(*self(labels_B, x_BLCv, targets_BL), self.config.patch_nums)
 
-    # ------------------------------------------------------------------ sampling (see sample.py)
+    # ------------------------------------------------------------------ one scale at a time (sampling)
+    def start(self, labels_B: torch.Tensor, rescan_mamba: bool = False) -> tuple[SamplingState, torch.Tensor]:
+        """Begin generating for class ids ``labels_B``: the sampling state and scale 0's input (B, l0, C).
+
+        ``rescan_mamba``: M-VAR blocks re-run Mamba over the whole prefix at every scale, as the
+        official sampler does, instead of continuing from their recurrent state (same result)."""
+        self.check_labels(labels_B)
+        cond_BD = self.class_emb(labels_B)
+        state = SamplingState(cond_BD, self.head_modulation(cond_BD),
+                              [b.new_state(rescan_mamba) for b in self.blocks])
+        for b in self.blocks:  # count Mamba's token-steps per image from here on
+            if isinstance(b, MVARBlock):
+                b.mamba.tokens_scanned = 0
+        return state, self.sos(cond_BD) + self.lvl_pos()[:, :self.first_l]
+
+    def step(self, state: SamplingState, x_BlC: torch.Tensor) -> torch.Tensor:
+        """Feed scale ``state.k``'s tokens (B, l, C); return their logits (B, l, V), fp32. Each block
+        attends to what its state holds of the earlier scales and keeps what the next scale needs."""
+        for block, block_state in zip(self.blocks, state.blocks):
+            x_BlC = block(x_BlC, state.cond_BD, block_state)
+        state.k += 1
+        return self.logits(x_BlC, state.cond_BD, state.head_modulation)
+
+    def scale_input(self, state: SamplingState, nxt_BlCv: torch.Tensor) -> torch.Tensor:
+        """The transformer input of scale ``state.k`` from the tokenizer's ``next_input`` (B, l, Cv)."""
+        offs = scales.offsets(self.config.patch_nums)
+        lvl_pos = self.lvl_pos()[:, offs[state.k]:offs[state.k + 1]]
+        return self.word_embed(nxt_BlCv) + lvl_pos
+
+    # ------------------------------------------------------------------ sampling (see minivar/sample.py)
     def attach_tokenizer(self, vae) -> "NextScaleTransformer":
         if tuple(vae.patch_nums) != tuple(self.config.patch_nums):
             raise ValueError(f"tokenizer schedule {vae.patch_nums} != model schedule {self.config.patch_nums}")
@@ -329,7 +254,9 @@ class NextScaleTransformer(nn.Module):
     def generate(self, labels_B, cfg=1.5, top_k=900, top_p=0.96, seed=None, return_indices=False,
                  more_smooth=False, vae=None):
         """Class-conditional images (B, 3, H, W) in [0, 1]; see ``minivar.sample.generate``."""
-        from .sample import generate
+        # minivar.sample drives this model through start / step, so it imports this module: the
+        # import has to wait until the call (the one deferred import of the package)
+        from ..sample import generate
         vae = vae or (self._tokenizer[0] if self._tokenizer else None)
         if vae is None:
             raise ValueError("no tokenizer: pass vae=... or call model.attach_tokenizer(vae) first")
@@ -338,7 +265,7 @@ class NextScaleTransformer(nn.Module):
 
     def edit(self, images, mask, labels_B, **kw):
         """Zero-shot in/out-painting and class editing; see ``minivar.sample.edit``."""
-        from .sample import edit
+        from ..sample import edit  # deferred, as in generate
         vae = kw.pop("vae", None) or (self._tokenizer[0] if self._tokenizer else None)
         if vae is None:
             raise ValueError("no tokenizer: pass vae=... or call model.attach_tokenizer(vae) first")

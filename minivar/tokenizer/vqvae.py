@@ -5,23 +5,22 @@
     x_rec   = vae.decode(indices)         # (B, 3, H, W) in [-1, 1]
     x_BLC   = vae.teacher_input(indices)  # (B, L-1, Cv): the transformer's teacher-forcing input
 
-The conv nets live in ``vqvae.py`` and the quantiser in ``quantizer.py``; this file holds the
+The conv nets live in ``autoencoder.py`` and the quantiser in ``quantizer.py``; this file holds the
 config, the public API, the checks on what users pass in, and saving / loading our own files.
 Official VAR checkpoints are read by ``minivar.official.load_vae``.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from . import scales
+from .. import fast, scales
+from ..checkpoints import CheckpointError, atomic_save, safe_load
 from .quantizer import MultiScaleQuantizer, QuantOutput
-from .vqvae import Decoder, Encoder
+from .autoencoder import Decoder, Encoder
 
 
 @dataclass
@@ -155,7 +154,7 @@ class VQVAE(nn.Module):
     decode_dtype: torch.dtype | None = None
 
     def fhat_to_img(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:
-        if f_hat_BChw.device.type == "cpu" and not torch.is_grad_enabled():
+        if fast.enabled.nhwc_decode and f_hat_BChw.device.type == "cpu" and not torch.is_grad_enabled():
             # inference on CPU: NHWC activations (oneDNN's native conv layout) decode ~10% faster;
             # the same math, other summation order (pixels differ by ~1e-5 from NCHW)
             f_hat_BChw = f_hat_BChw.contiguous(memory_format=torch.channels_last)
@@ -212,39 +211,14 @@ class VQVAE(nn.Module):
 
     @classmethod
     def load(cls, path: str, map_location="cpu") -> "VQVAE":
-        blob = safe_load(path, map_location)
+        """A tokenizer written by ``save`` (for either kind of file: ``minivar.loading.load_tokenizer``)."""
+        return cls.from_checkpoint(safe_load(path, map_location), path)
+
+    @classmethod
+    def from_checkpoint(cls, blob, source: str = "the checkpoint") -> "VQVAE":
         if not isinstance(blob, dict) or blob.get("kind") != "minivar-tokenizer":
-            raise CheckpointError(f"{path} is not a minivar tokenizer file; for an official VAR "
+            raise CheckpointError(f"{source} is not a minivar tokenizer file; for an official VAR "
                                   "tokenizer use minivar.official.load_vae(path)")
         vae = cls(TokenizerConfig(**blob["config"]))
         vae.load_state_dict(blob["state_dict"])
         return vae
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt, truncated or of the wrong kind."""
-
-
-def safe_load(path, map_location="cpu"):
-    """torch.load with weights_only=True and one readable error for missing / corrupt files."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # zip errors, pickle errors, EOF on truncated files
-        raise CheckpointError(f"could not read checkpoint {path} ({type(e).__name__}: {e}); the file is "
-                              "corrupt or truncated: download or write it again") from None
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -1,1 +1,0 @@
-"""Triton kernels (installed as ``minivar.kernels``). Each kernel has a pure-PyTorch ``_ref`` twin."""
