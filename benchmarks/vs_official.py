@@ -89,7 +89,7 @@ from minivar.environment import describe
 from minivar.models import ModelConfig, NextScaleTransformer
 from minivar.sample import generate
 from minivar.tokenizer import VQVAE, TokenizerConfig
-from minivar.training.trainer import param_groups
+from minivar.training.recipe import param_groups
 
 ROWS = ("train", "mvar-train", "sample", "sample-nodecode", "sample-d16", "encode", "mvar-sample")
 SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)  # the FID setting, for both samplers (top-k <= V)

@@ -188,7 +188,7 @@ print(f"initial loss {out['loss'].item():.1f}, ln 256 = {math.log(256):.1f}")
 # VAR's recipe, scaled down: AdamW (β = 0.9, 0.95, weight decay 0.05), a short warm-up, gradient
 # clipping at 2, labels dropped to the null class 10% of the time (that is what makes
 # classifier-free guidance possible later). 400 steps of 32 digits — about a minute.
-# The loop is written out here once; later notebooks call `minivar.training.trainer.fit`, which runs the
+# The loop is written out here once; later notebooks call `minivar.training.fit`, which runs the
 # same recipe in one line.
 
 # %%

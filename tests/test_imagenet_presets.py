@@ -8,7 +8,7 @@ import torch
 from minivar.cli.main import build_config
 from minivar.models import NextScaleTransformer
 from minivar.training import TrainConfig
-from minivar.training.trainer import lr_lambda, model_config_for, weight_decay_at
+from minivar.training.recipe import lr_lambda, model_config_for, weight_decay_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGENET_TRAIN = 1_281_167

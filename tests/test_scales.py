@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from minivar import scales
 from minivar.tokenizer.quantizer import phi_table

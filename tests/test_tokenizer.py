@@ -1,5 +1,4 @@
 """The multi-scale residual tokenizer: identities, training, and every bad input."""
-import os
 
 import pytest
 import torch

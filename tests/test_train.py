@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from minivar.training import recipe as R
 from minivar.training import trainer as T
 from minivar.tokenizer import VQVAE, TokenizerConfig
 from minivar.checkpoints import atomic_save
@@ -105,7 +106,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_same_global_batch(tok, tmp_path
 def _cfg(tok, **kw):
     base = dict(data="synthetic", tokenizer=tok, depth=1, width=32, heads=2, d_state=8, mamba_headdim=16,
                 batch_size=8, micro_batch=8, steps=4, ckpt_every=2, log_every=1, base_lr=0.05)
-    return T.TrainConfig(**{**base, **kw})
+    return R.TrainConfig(**{**base, **kw})
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tok, tmp_path, monkeypatch):
@@ -120,7 +121,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         return out
 
     monkeypatch.setattr(T, "loss_stats", poisoned)
-    with pytest.raises(T.TrainingDiverged, match=r"step 3.*step_0000002\.pt.*--resume"):
+    with pytest.raises(R.TrainingDiverged, match=r"step 3.*step_0000002\.pt.*--resume"):
         T.train(_cfg(tok), str(tmp_path), progress=False)
     assert [os.path.basename(p) for p in T.checkpoint_paths(str(tmp_path))] == ["step_0000002.pt"]
     assert not os.path.exists(tmp_path / "model.pt")
@@ -136,9 +137,9 @@ def test_ema_and_var_mixer_train_and_export(tok, tmp_path):
 
 def test_data_order_is_a_seeded_permutation_per_epoch():
     n, B = 10, 4
-    rows = torch.cat([T.batch_indices(s, B, n, seed=3) for s in range(5)])  # 2 epochs
+    rows = torch.cat([R.batch_indices(s, B, n, seed=3) for s in range(5)])  # 2 epochs
     assert sorted(rows[:10].tolist()) == list(range(10)) and sorted(rows[10:20].tolist()) == list(range(10))
-    assert torch.equal(T.batch_indices(2, B, n, 3), T.batch_indices(2, B, n, 3))
+    assert torch.equal(R.batch_indices(2, B, n, 3), R.batch_indices(2, B, n, 3))
     assert not torch.equal(rows[:10], rows[10:20])
 
 
@@ -146,14 +147,14 @@ def test_recipe_param_groups_and_lr_schedule():
     from minivar.models import ModelConfig, NextScaleTransformer
     m = NextScaleTransformer(ModelConfig(mixer="mvar", depth=1, width=32, heads=2, num_classes=3, vocab_size=16,
                                          z_channels=4, patch_nums=(1, 2), d_state=8, mamba_headdim=16))
-    decay, no = T.param_groups(m, 0.05)
+    decay, no = R.param_groups(m, 0.05)
     names = {id(p): n for n, p in m.named_parameters()}
     no_names = {names[id(p)] for p in no["params"]}
     assert decay["weight_decay"] == 0.05 and no["weight_decay"] == 0.0
     assert {"pos_1LC", "pos_start", "lvl_embed.weight", "class_emb.weight"} <= no_names
     assert all(names[id(p)].endswith("weight") and p.ndim >= 2 for p in decay["params"])
-    cfg = T.TrainConfig(steps=100, warmup_frac=0.1, final_lr_frac=0.0, batch_size=512, base_lr=1e-4)
-    f = T.lr_lambda(cfg)
+    cfg = R.TrainConfig(steps=100, warmup_frac=0.1, final_lr_frac=0.0, batch_size=512, base_lr=1e-4)
+    f = R.lr_lambda(cfg)
     assert cfg.lr == pytest.approx(2e-4)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(100) == pytest.approx(0.0)
     assert f(55) == pytest.approx(0.5)

@@ -13,7 +13,7 @@
     python -m minivar reconstruct --tokenizer vae_ch160v4096z32.pth --data-path imagenet/val \
         --png-dir out/rec --npz out/rec.npz --orig-npz out/val.npz                 # rFID: fid rec vs val
 
-`train` takes every field of ``minivar.training.trainer.TrainConfig`` as ``--field value`` and a JSON file
+`train` takes every field of ``minivar.training.TrainConfig`` as ``--field value`` and a JSON file
 with ``--config file.json`` (command line wins). A run folder holds config.json, metrics.jsonl,
 ckpt/step_*.pt, model.pt, tokens.pt (the cached token indices) and PNG sample grids.
 """
@@ -222,7 +222,7 @@ def run_demo(args, recipe: DemoRecipe | None = None) -> dict:
     (also written to ``eval.json``). ``recipe`` replaces the fixed one (tests run a tiny one)."""
     from .. import environment
     from . import runs
-    from ..training.trainer import TrainConfig
+    from ..training.recipe import TrainConfig
     recipe = recipe or DemoRecipe()
     cap = check_minutes(args.minutes)
     t0 = time.time()
@@ -303,7 +303,7 @@ def demo_verdict(report: dict, recipe: DemoRecipe, cap, tok_steps: int, steps: i
 
 # ---------------------------------------------------------------------- train / sample / eval
 def run_train(args, extra: list[str]):
-    from ..training.trainer import TrainConfig
+    from ..training.recipe import TrainConfig
     from . import runs
     overrides = split_overrides(TrainConfig, extra)
     stored = os.path.join(args.out, "config.json")
@@ -357,7 +357,7 @@ def main(argv=None) -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--overwrite", action="store_true")
     tok_args(t, steps=3000, minutes=0)
-    from ..training.trainer import TrainConfig
+    from ..training.recipe import TrainConfig
     fields = "  ".join(f"--{f.name} {getattr(TrainConfig(), f.name)!r}" for f in dataclasses.fields(TrainConfig))
     tr = sub.add_parser("train", help="train a VAR / M-VAR transformer (any TrainConfig field as --field value)",
                         epilog=f"TrainConfig fields (defaults): {fields}")

@@ -21,7 +21,8 @@ from ..models.transformer import ModelConfig
 from ..loading import load_model, load_tokenizer
 from ..tokenizer.vqvae import VQVAE
 from ..checkpoints import CheckpointError, sha256_file
-from ..training.trainer import TrainConfig, TrainingDiverged, train
+from ..training.recipe import TrainConfig, TrainingDiverged
+from ..training.trainer import train
 
 # fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
 RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every"}
@@ -114,7 +115,7 @@ def seconds_per_step(cfg: TrainConfig, vae: VQVAE, num_classes: int, repeats: in
     """Wall seconds of one optimizer step of ``cfg`` here (best of ``repeats`` after a warm-up, on
     random tokens): a speed measurement for ETAs, never an input to the recipe."""
     from ..models.transformer import NextScaleTransformer
-    from ..training.trainer import model_config_for
+    from ..training.recipe import model_config_for
     model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
     opt = torch.optim.AdamW(model.parameters())
     mc, n = model.config, cfg.micro_batch

@@ -9,7 +9,7 @@ import torch
 from .. import data
 from ..models.transformer import ModelConfig, NextScaleTransformer
 from ..tokenizer.vqvae import TOKENIZER_PRESETS, VQVAE
-from ..training.trainer import TrainConfig, fit
+from ..training.recipe import TrainConfig, fit
 from ..training.tokens import encode_dataset
 from ..training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 
@@ -46,6 +46,6 @@ def digits_model(patch_nums, mixer: str = "var", **overrides) -> NextScaleTransf
 
 
 def fit_digits(model, train_y, inputs, targets, steps: int) -> list[float]:
-    """Notebook 03's recipe (``minivar.training.trainer.fit``): batch 32, lr 2e-3, 7.5% warm-up. Returns the losses."""
+    """Notebook 03's recipe (``minivar.training.fit``): batch 32, lr 2e-3, 7.5% warm-up. Returns the losses."""
     return fit(model, train_y, inputs, targets,
                TrainConfig(steps=steps, batch_size=32, base_lr=0.016, warmup_frac=0.075))  # lr 2e-3
