@@ -74,7 +74,7 @@ notebooks: $(STAMP)
 	$(PYTHON) tools/make_student.py
 
 lab: $(STAMP)
-	$(BIN)/pip install -q ".[lab]" >/dev/null 2>&1 || $(BIN)/pip install -q -e ".[lab]"
+	$(BIN)/pip install -q -e ".[lab]"
 	$(BIN)/jupyter lab notebooks/
 
 bench: $(STAMP)

@@ -521,24 +521,24 @@ def run(s: Setup, rows, reps: int, var_src: str | None = None, probe_n: int = 20
             "checks": checks, "probe": statistics.median(probe), "probe_all": probe, "probe_n": probe_n}
 
 
-def _row(key, what, off_s, mini_s, ratio, ratio_text, target, better, extra="", spec=""):
+def _row(key, what, off_s, mini_s, ratio, ratio_text, target, better, extra="", first=""):
     met = None if ratio is None else (ratio >= target if better == "up" else ratio <= target)
     return {"key": key, "what": what, "official_s": off_s, "minivar_s": mini_s, "ratio": ratio,
             "ratio_text": ratio_text, "target": f"{'≥' if better == 'up' else '≤'} {target:g}×", "met": met,
-            "gflops": extra, "spec": spec}
+            "gflops": extra, "first": first}
 
 
 def table_rows(rep: dict) -> list[dict]:
     s, T, out = rep["setup"], rep["times"], []
     d, B, probe = s.depth, s.train_batch, rep["probe"]
-    spec = rep["setup"] == Setup()
+    default_setup = rep["setup"] == Setup()
     w = "" if s.tok_ch == 160 else f" (tokenizer width {s.tok_ch})"
     kw = s.sampling
 
     def gf(flops, sec):
         return f"{flops / sec / 1e9:.0f} ({100 * flops / sec / 1e9 / probe:.0f}% of GEMM)"
     for key in rep["rows"]:
-        sp = FIRST_MEASURED[key] if spec else ""
+        sp = FIRST_MEASURED[key] if default_setup else ""
         if key == "train":
             t = T["train"]
             o, m = t.get("official VAR"), t["minivar VAR"]
@@ -557,7 +557,7 @@ def table_rows(rep: dict) -> list[dict]:
             if key == "sample":
                 what = f"sample d{dd} B1, cfg {kw['cfg']}, top-k {kw['top_k']}, top-p {kw['top_p']}, with decode{w}"
             target = 2.0 if key == "sample" else 1.2
-            out.append(_row(key, what, o, m, o / m if o else None, "speed-up {}", target, "up", spec=sp))
+            out.append(_row(key, what, o, m, o / m if o else None, "speed-up {}", target, "up", first=sp))
             if "minivar bf16 decode" in t:  # opt-in, approximate: not the exact default path
                 mb = t["minivar bf16 decode"]
                 out.append(_row(key + "-bf16", f"the same, minivar with the opt-in bf16 decode (approximate: "
@@ -567,17 +567,17 @@ def table_rows(rep: dict) -> list[dict]:
             t = T["sample"]
             o, m = t.get("official no decode"), t["minivar no decode"]
             out.append(_row(key, f"sample d{d} B1, without decode", o, m, o / m if o else None, "speed-up {}", 1.5,
-                            "up", spec=sp))
+                            "up", first=sp))
         elif key == "encode":
             t = T["encode"]
             o, m = t.get("official"), t["minivar"]
             out.append(_row(key, f"tokenizer encode, one {s.image_size} px image{w}", o, m, o / m if o else None,
-                            "speed-up {}", 1.5, "up", spec=sp))
+                            "speed-up {}", 1.5, "up", first=sp))
         elif key == "mvar-sample":
             t = T["sample"]
             v, m = t["minivar no decode"], t["minivar M-VAR no decode"]
             out.append(_row(key, f"M-VAR vs VAR sampling d{d} B1, without decode", None, m, m / v,
-                            f"{{}} minivar VAR-d{d} ({v:.3f} s)", 1.15, "down", spec=sp))
+                            f"{{}} minivar VAR-d{d} ({v:.3f} s)", 1.15, "down", first=sp))
     return out
 
 
@@ -589,9 +589,9 @@ def _secs(x, B=None):
 
 def format_table(rep: dict) -> str:
     s, rows = rep["setup"], table_rows(rep)
-    spec = rep["setup"] == Setup()
+    default_setup = rep["setup"] == Setup()
     head = ["what", "official", "minivar", "ratio", "target", "met", "minivar GFLOP/s"]
-    if spec:
+    if default_setup:
         head.insert(1, "official, first measured")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -607,8 +607,8 @@ def format_table(rep: dict) -> str:
         ratio = "—" if r["ratio"] is None else r["ratio_text"].format(f"{r['ratio']:.2f}×")
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
         cells = [r["what"], o, _secs(r["minivar_s"], B), ratio, r["target"], met, r["gflops"] or "—"]
-        if spec:
-            cells.insert(1, r["spec"])
+        if default_setup:
+            cells.insert(1, r["first"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -80,7 +80,7 @@ def digits(size: int = 16):
         from sklearn.datasets import load_digits
     except ImportError:
         raise DatasetMissingError("the digits dataset comes with scikit-learn: "
-                                  "pip install 'minivar[data]' (or pip install scikit-learn)") from None
+                                  "pip install scikit-learn") from None
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8) in [0, 1]
     if size != 8:

@@ -241,7 +241,6 @@ def load_transformer(path_or_state_dict, vae=None, patch_nums=None, heads=None):
 
 def model_state_dict_to_official(model) -> dict:
     """Our transformer's weights under official names, with the derived buffers the official code keeps."""
-    from . import scales
     sd = dict(model.state_dict())
     pns, C = model.config.patch_nums, model.config.width
     ids = scales.scale_ids(pns)

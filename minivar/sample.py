@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def top_k_top_p_candidates(logits_NV: torch.Tensor, top_k: int = 0, top_p: float = 0.0):
     """(values, token ids) of the candidates that survive top-k then top-p; dropped ones are -inf.
 

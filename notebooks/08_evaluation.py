@@ -73,7 +73,7 @@ except FileNotFoundError as e:
 # So on small data minivar trains its own feature network on the training split, freezes it,
 # and reports the Fréchet distance in its 128-d features as **FD-cls** — a useful relative number
 # for *this* dataset, feature network and N, and never comparable with a published FID. (On a GPU
-# with ImageNet, `fid.pack_npz` writes the file OpenAI's evaluator reads; notebook 10.)
+# with ImageNet, `minivar.evaluation.fid.pack_npz` writes the file OpenAI's evaluator reads; notebook 10.)
 
 # %% [markdown]
 # ## 1. A model to evaluate

@@ -60,7 +60,7 @@ def test_interleaving_order(bench):
     assert set(times) == set("ABC") and all(t >= 0 for t in times.values())
 
 
-def test_flop_count_matches_spec(bench):
+def test_flop_count_matches_the_analytic_count(bench):
     """VAR-d4, B16, 256 px: 274 GFLOP of linear layers + 56 of block-causal attention (365 with
     dense attention, i.e. 462,400 pairs instead of 286,434)."""
     s = bench.Setup()

@@ -1,4 +1,5 @@
-"""Run folders: what the CLI verbs `train`, `sample`, `eval`, `reconstruct` and `demo` do around ``train.py``.
+"""Run folders: what the CLI verbs `train`, `sample`, `eval` and `demo` do around the library
+(``minivar.training.trainer``, ``minivar.sample``, ``minivar.evaluation``).
 
 A run folder holds config.json, metrics.jsonl, ckpt/step_*.pt (keep-last-N), model.pt, tokens.pt
 (the dataset encoded once by the frozen tokenizer), samples/*.png and eval.json. ``sample`` also takes
@@ -17,12 +18,13 @@ import torch.distributed as dist
 
 from .. import data, environment, official, viz
 from ..evaluation import fid, metrics
-from ..models.transformer import ModelConfig
+from ..models.transformer import ModelConfig, NextScaleTransformer
 from ..loading import load_model, load_tokenizer
 from ..tokenizer.vqvae import VQVAE
 from ..checkpoints import CheckpointError, sha256_file
-from ..training.recipe import TrainConfig, TrainingDiverged
-from ..training.trainer import train
+from ..training.recipe import TrainConfig, TrainingDiverged, model_config_for
+from ..training.tokenizer_trainer import evaluate_tokenizer
+from ..training.trainer import checkpoint_paths, train
 
 # fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
 RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every"}
@@ -114,8 +116,6 @@ def train_in_folder(cfg: TrainConfig, out: str, resume: bool = False, progress: 
 def seconds_per_step(cfg: TrainConfig, vae: VQVAE, num_classes: int, repeats: int = 3) -> float:
     """Wall seconds of one optimizer step of ``cfg`` here (best of ``repeats`` after a warm-up, on
     random tokens): a speed measurement for ETAs, never an input to the recipe."""
-    from ..models.transformer import NextScaleTransformer
-    from ..training.recipe import model_config_for
     model = NextScaleTransformer(model_config_for(cfg, vae, num_classes)).train()
     opt = torch.optim.AdamW(model.parameters())
     mc, n = model.config, cfg.micro_batch
@@ -164,7 +164,6 @@ def _load_run(run: str, checkpoint: str | None):
     tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored["train"].items()})
     path = checkpoint or os.path.join(run, "model.pt")
     if not os.path.exists(path):
-        from ..training.trainer import checkpoint_paths
         ck = checkpoint_paths(run)
         if not ck:
             raise RunError(f"{run} has no model.pt and no checkpoint yet")
@@ -326,7 +325,6 @@ def evaluate(args) -> dict:
 
 def vae_report(vae, images, clf) -> dict:
     """Tokenizer: PSNR, per-scale codebook usage / perplexity, rFD-cls (reconstructions vs originals)."""
-    from ..training.tokenizer_trainer import evaluate_tokenizer
     ev = evaluate_tokenizer(vae, images)
     rec = torch.cat([vae.decode(vae.encode(images[i:i + 128])) for i in range(0, len(images), 128)])
     ev["rfd_cls"] = metrics.fd_features(metrics.classify(clf, rec)[0], metrics.classify(clf, images)[0])

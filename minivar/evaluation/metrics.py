@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoints import CheckpointError, atomic_save, safe_load
+
 
 # ---------------------------------------------------------------------- Fréchet distance, KID, P/R
 def feature_stats(f_ND) -> tuple[np.ndarray, np.ndarray]:
@@ -157,13 +159,11 @@ def state_sha256(module: nn.Module) -> str:
 
 
 def save_classifier(clf: SmallCNN, path: str, **info) -> None:
-    from ..checkpoints import atomic_save  # lazy: metrics knows nothing of the tokenizer otherwise
     atomic_save({"kind": "minivar-classifier", "num_classes": clf.num_classes, "width": clf.width,
                  "feat_dim": clf.feat_dim, "state_dict": clf.state_dict(), "info": info}, path)
 
 
 def load_classifier(path: str) -> tuple[SmallCNN, dict]:
-    from ..checkpoints import CheckpointError, safe_load
     blob = safe_load(path)
     if blob.get("kind") != "minivar-classifier":
         raise CheckpointError(f"{path} is not a minivar feature classifier")

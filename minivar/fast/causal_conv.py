@@ -3,8 +3,8 @@
 Replaces: ``F.conv1d(x, w[:, None], b, groups=K)`` over the left-padded sequence (the plain path of
 ``minivar.models.mamba2.causal_depthwise_conv``), when ``minivar.fast.enabled.causal_conv`` is on.
 
-Why: on CPU, PyTorch's depthwise conv1d backward took ~0.8 s per M-VAR-d4 layer at B16 (3.1 s of an
-8.8 s training step), and plain autograd through shifted views (``shifted_views_conv``, the same
+Why: on CPU, PyTorch's depthwise conv1d backward took over a third of an M-VAR-d4 training step
+at B16, and plain autograd through shifted views (``shifted_views_conv``, the same
 sum written out) zero-fills a full-size gradient per tap. Tested equal to ``F.conv1d`` in float64
 (tests/test_mamba2.py).
 
@@ -22,6 +22,8 @@ def causal_depthwise_conv(x_BTK: Tensor, w_KW: Tensor, b_K: Tensor | None) -> Te
 
 
 def shifted_views_conv(x_BTK, w_KW, b_K):
+    """The same sum with plain autograd through shifted views: the middle step between ``F.conv1d``
+    and ``_CausalConv``, kept for the tests that compare all three."""
     W = w_KW.shape[1]
     L = x_BTK.shape[1] - W + 1
     y_BLK = x_BTK[:, :L] * w_KW[:, 0]

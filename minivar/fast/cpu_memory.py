@@ -3,11 +3,9 @@
 glibc serves every allocation above 32 MB with its own mmap and unmaps it on free; below that it
 trims the top of the heap whenever more than twice the last such size is free. A training step
 allocates and frees the same large activations every time, so each step page-faults them in
-again: on this project's 2-core CPU an M-VAR-d4 step at B16 spent ~1 s of system time in ~190k
-page faults (the official VAR code shows the same effect). Telling glibc to
-never mmap and never trim makes the second step reuse the first step's memory:
-
-    M-VAR-d4 B16 step 3.86 s -> 3.24 s, VAR-d4 unchanged (benchmarks/vs_official.py --malloc keep)
+again: on a 2-core CPU an M-VAR-d4 step at B16 spent about 1 s of system time in page faults (the
+official VAR code shows the same effect). Telling glibc to never mmap and never trim makes the
+second step reuse the first step's memory (the README's performance notes give the measured gain).
 
 The price: the process keeps its peak heap for its whole life (what a training run does anyway).
 ``python -m minivar train`` / ``train-tokenizer`` call ``keep_freed_memory()`` on CPU; set

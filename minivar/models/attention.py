@@ -15,7 +15,7 @@ Backends (all compute the same numbers up to float rounding):
                 under TRITON_INTERPRET=1, for tests).
     "flash"  -- flash-attn's varlen kernel with every scale as its own sequence ("intra" only, CUDA,
                 fp16/bf16, when flash-attn is installed; what the official M-VAR code uses).
-                Not yet run by this project (it needs a GPU).
+                Untested: it needs a GPU, and none has run it yet.
     "auto"   -- "blocks"; "triton" on CUDA when ``minivar.fast.enabled.triton_attention`` is on
                 (opt-in until a GPU run has checked it) and Triton imports.
 

@@ -10,8 +10,9 @@ between scales depends on the block:
 * both keep their AdaLN modulations: the class condition is the same at every scale.
 
 ``SamplingState`` bundles the per-block states with what the whole model keeps (the condition,
-the head's modulation, the scale reached). ``NextScaleTransformer.start`` creates it and
-``NextScaleTransformer.step`` advances it; nothing else writes into it.
+the head's modulation, the scale reached). ``NextScaleTransformer.start`` creates it,
+``NextScaleTransformer.step`` advances it and each block updates its own ``BlockState`` inside that
+step; code outside the model only passes it along.
 
 Dims: B batch (doubled under classifier-free guidance), H heads, n tokens cached so far, c head
 dim, C width, L all tokens of the schedule.

@@ -21,8 +21,9 @@ so state dicts load both ways. Ways to compute the scan, all exact equivalents:
   * ``Mamba2.step`` / ``forward(..., cache=...)`` -- recurrent sampling: the cache holds the SSM
                           state and the last d_conv-1 conv inputs; feeding a sequence in pieces
                           gives the same outputs as feeding it whole.
-On CUDA, if mamba_ssm is importable, the chunked scan dispatches to its fused Triton kernel
-(``_fused_scan``; not yet run on a GPU by this project, so opt-in: see ``Mamba2.use_fused``).
+On CUDA the chunked scan can dispatch to mamba_ssm's fused Triton kernel (``_fused_scan``), when it
+is importable and ``minivar.fast.enabled.mamba_fused_scan`` (or ``Mamba2.use_fused``) says so: off
+by default, because no GPU run has checked it yet.
 
 Dimension glossary (shape suffixes on names, e.g. x_BLHP):
     B batch   L sequence length   D d_model   E d_inner = expand*D = H*P   H heads   P headdim
@@ -128,7 +129,7 @@ _FUSED = {}
 
 
 def _fused_scan():
-    """mamba_ssm's fused Triton chunk scan, or None. UNTESTED: only tried on CUDA tensors."""
+    """mamba_ssm's fused Triton chunk scan, or None. Untested: meant for CUDA tensors, never run on a GPU yet."""
     if "fn" not in _FUSED:
         try:
             from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined

@@ -77,10 +77,6 @@ class ModelConfig:
         if self.mvar_gamma3_init not in ("small", "official"):
             raise ValueError("mvar_gamma3_init must be 'small' or 'official'")
 
-    @property
-    def n_gates(self) -> int:  # AdaLN vectors per block: 6 (VAR) or 9 (M-VAR)
-        return 6 if self.mixer == "var" else 9
-
 
 class NextScaleTransformer(nn.Module):
     """``model(labels_B, x_BLCv)`` -> logits (B, L, V); ``model.generate(labels_B, ...)`` -> images."""
@@ -254,8 +250,8 @@ class NextScaleTransformer(nn.Module):
     def generate(self, labels_B, cfg=1.5, top_k=900, top_p=0.96, seed=None, return_indices=False,
                  more_smooth=False, vae=None):
         """Class-conditional images (B, 3, H, W) in [0, 1]; see ``minivar.sample.generate``."""
-        # minivar.sample drives this model through start / step, so it imports this module: the
-        # import has to wait until the call (the one deferred import of the package)
+        # minivar.sample sits above the models in the import layers (ARCHITECTURE.md): this is the
+        # package's one upward import, so it waits until the call
         from ..sample import generate
         vae = vae or (self._tokenizer[0] if self._tokenizer else None)
         if vae is None:

@@ -6,7 +6,7 @@ raises ``AssertionError`` with a message that says what is wrong and, where a co
 recognisable, which one. A function that still raises ``NotImplementedError`` (the student copy's
 stub) gets a friendly "not written yet".
 
-    from .exercises import check_block_causal_mask
+    from minivar.teaching.exercises import check_block_causal_mask
     check_block_causal_mask(my_block_causal_mask)
 
 tests/test_exercises.py shows that every checker passes on a reference solution and fails on the

@@ -20,7 +20,7 @@ def digits_split(size: int = 16):
 
 
 def digits_tokenizer(train_x: torch.Tensor, steps: int = 200) -> VQVAE:
-    """The tiny16 tokenizer of notebook 02, trained ``steps`` steps (150-200 s of CPU), in eval mode."""
+    """The tiny16 tokenizer of notebook 02, trained ``steps`` steps, in eval mode."""
     torch.manual_seed(0)
     vae = VQVAE(TOKENIZER_PRESETS["tiny16"])
     train_tokenizer(vae, train_x, TokenizerTrainConfig(steps=steps, batch_size=32, lr=1e-3, warmup_steps=20,

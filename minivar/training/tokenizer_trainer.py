@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..tokenizer.vqvae import VQVAE
+from ..tokenizer.vqvae import VQVAE, check_images
 
 
 @dataclass
@@ -95,7 +95,6 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
     per-scale usage, re-seeded codes, images/s).
     """
     cfg = cfg or TokenizerTrainConfig()
-    from ..tokenizer.vqvae import check_images
     check_images(images[:cfg.batch_size], vae.config.image_size)
     g = torch.Generator().manual_seed(cfg.seed)
     decay, no_decay = [], []
