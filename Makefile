@@ -86,12 +86,12 @@ APT_GET = $(SUDO) apt-get install -y $(1) || { $(SUDO) apt-get update && $(SUDO)
 
 data-fashion: $(STAMP)
 	@test -d /usr/share/datasets/fashion-mnist || $(call APT_GET,dataset-fashion-mnist) \
-	  || { echo "could not install dataset-fashion-mnist; put the four IDX files in a folder and pass --data_path DIR"; exit 1; }
+	  || { echo "could not install dataset-fashion-mnist; put the four IDX files in a folder and pass --data-path DIR"; exit 1; }
 	$(PYTHON) -c "from minivar import data; (a, _), (b, _) = data.splits('fashion', 32); print('Fashion-MNIST ready:', len(a), 'train /', len(b), 'test')"
 
 data-emoji: $(STAMP)
 	@ls -d /usr/share/rubygems-integration/all/gems/gemojione-* >/dev/null 2>&1 || $(call APT_GET,ruby-gemojione) \
-	  || { echo "could not install ruby-gemojione; pass --data_path DIR holding index.json and png/"; exit 1; }
+	  || { echo "could not install ruby-gemojione; pass --data-path DIR holding index.json and png/"; exit 1; }
 	$(PYTHON) -c "from minivar import data; x, y = data.load('emoji', 32); print('emoji ready:', len(x), 'images,', int(y.max()) + 1, 'categories')"
 
 clean:

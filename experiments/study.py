@@ -19,7 +19,6 @@ budget is matched in *images seen*, and each run's wall time is reported beside 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -36,9 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from minivar import data, environment, viz  # noqa: E402
-from minivar.cli import runs
+from minivar.cli import runs, sources
 from minivar.tokenizer import TOKENIZER_PRESETS, VQVAE  # noqa: E402
-from minivar.loading import load_model  # noqa: E402
+from minivar.loading import load_model, load_tokenizer  # noqa: E402
 from minivar.training import TrainConfig  # noqa: E402
 from minivar.training import TokenizerTrainConfig, train_tokenizer  # noqa: E402
 
@@ -82,6 +81,11 @@ def train_tier_tokenizer(tier: dict, out: str, steps: int) -> VQVAE:
     return vae
 
 
+def _flat(d: dict) -> dict:
+    """A config dict with the model's fields beside the others (their names are unique)."""
+    return {**{k: v for k, v in d.items() if k != "model"}, **d.get("model", {})}
+
+
 def launch(run_dir: str, cfg: TrainConfig) -> subprocess.Popen | None:
     """`python -m minivar train` in its own process (resumes when the folder already holds the run);
     None when the run has finished already."""
@@ -90,9 +94,10 @@ def launch(run_dir: str, cfg: TrainConfig) -> subprocess.Popen | None:
     args = [sys.executable, "-m", "minivar", "train", "--out", run_dir, "--quiet"]
     if os.path.exists(os.path.join(run_dir, "config.json")):
         args.append("--resume")
-    for k, v in dataclasses.asdict(cfg).items():
-        if v != getattr(TrainConfig(), k):
-            args += [f"--{k}", ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+    default = _flat(TrainConfig().to_dict())
+    for k, v in _flat(cfg.to_dict()).items():
+        if v != default[k]:
+            args += [f"--{k}", *map(str, v)] if isinstance(v, list) else [f"--{k}", str(v)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("STUDY_THREADS", "1")}
     log = open(os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".log"), "a")
     print("  $ " + " ".join(args[1:]), flush=True)
@@ -143,7 +148,20 @@ def export_weights(out: str, dest: str) -> None:
             conf = json.load(f)
         conf["train"]["tokenizer"] = "tokenizer.pt"
         runs.write_json(os.path.join(dest, f"{name}_config.json"), conf)
+    pretrained_copies(dest)
     print(f"wrote float16 demo weights and their training logs to {dest}")
+
+
+def pretrained_copies(dest: str) -> None:
+    """The same weights as save_pretrained folders (config.json + model.safetensors, still float16):
+    dest/tokenizer, dest/var, dest/mvar; each model's config names ../tokenizer and its data."""
+    load_tokenizer(os.path.join(dest, "tokenizer.pt")).half().save_pretrained(os.path.join(dest, "tokenizer"))
+    for name in MODELS:
+        with open(os.path.join(dest, f"{name}_config.json")) as f:
+            tcfg = TrainConfig.from_dict(json.load(f)["train"])
+        load_model(os.path.join(dest, f"{name}.pt")).half().save_pretrained(
+            os.path.join(dest, name), tokenizer=os.path.join(dest, "tokenizer"),
+            training={k: getattr(tcfg, k) for k in sources.TRAINING_DATA})
 
 
 def mean_std(xs):
@@ -176,8 +194,9 @@ def main(argv=None):
     jobs = []
     for seed in seeds:
         for name, m in MODELS.items():
-            cfg = TrainConfig(data=tier["data"], tokenizer=tok_path, val_fraction=tier["val_fraction"],
-                              steps=a.steps or tier["steps"], seed=seed, width=tier["width"], **m, **RECIPE)
+            cfg = TrainConfig.from_dict(dict(data=tier["data"], tokenizer=tok_path, val_fraction=tier["val_fraction"],
+                                             steps=a.steps or tier["steps"], seed=seed, width=tier["width"], **m,
+                                             **RECIPE))
             jobs.append((name, seed, os.path.join(out, f"{name}_seed{seed}"), cfg))
     print(f"== {a.tier}: {len(jobs)} training runs, {a.jobs} at a time", flush=True)
     queue, running = list(jobs), []
@@ -200,8 +219,8 @@ def main(argv=None):
     for name, seed, run_dir, cfg in jobs:
         ev_path = os.path.join(run_dir, "eval.json")
         if not os.path.exists(ev_path):
-            runs.evaluate(argparse.Namespace(run=run_dir, checkpoint=None, per_class=tier["per_class"], cfg=1.5,
-                                             top_k=0, top_p=0.0, seeds="0", classifier=clf_path))
+            runs.evaluate(argparse.Namespace(run=run_dir, model=None, checkpoint=None, per_class=tier["per_class"],
+                                             cfg=1.5, top_k=0, top_p=0.0, seeds="0", classifier=clf_path, out=None))
         with open(ev_path) as f:
             ev = json.load(f)
         tok_report = ev["tokenizer"]
@@ -211,7 +230,7 @@ def main(argv=None):
         r = ev["per_seed"][0]
         img_per_s, train_seconds = train_speed(run_dir)
         rows.append({"model": name, "seed": seed, "params": sum(q.numel() for q in model.parameters()),
-                     "config": {**dataclasses.asdict(cfg), "tokenizer": os.path.relpath(cfg.tokenizer, ROOT)}, "final_loss": last["loss"], "final_acc": last["acc"],
+                     "config": {**cfg.to_dict(), "tokenizer": os.path.relpath(cfg.tokenizer, ROOT)}, "final_loss": last["loss"], "final_acc": last["acc"],
                      "fd_cls": r["fd_cls"], "kid": r["kid"], "precision": r["precision"], "recall": r["recall"],
                      "cond_acc": r["cond_acc"], "floor": r["floor"], "N": r["N"],
                      "memorisation_ratio_pixels": r["memorisation_pixels"]["ratio"],

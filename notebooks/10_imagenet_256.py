@@ -43,7 +43,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 from minivar import data, official
 from minivar.evaluation import fid, inception
-from minivar.cli.main import build_config, main
+from minivar.cli.main import main
+from minivar.config import read_json
 from minivar.training import TrainConfig
 
 torch.manual_seed(0)
@@ -87,10 +88,10 @@ N_TRAIN = 1_281_167
 print(f"{'preset':10s} {'model':6s} {'depth':>5s} {'batch':>6s} {'epochs':>6s} {'steps':>8s} {'peak lr':>9s} "
       f"{'AdaLN γ':>8s} {'l2 attn':>7s} amp")
 for path in sorted(glob.glob("../configs/imagenet/*.json")):
-    c = build_config(TrainConfig, path)
+    c = TrainConfig.from_dict(read_json(path))
     epochs = c.steps / -(-N_TRAIN // c.batch_size)
-    print(f"{os.path.basename(path)[:-5]:10s} {c.mixer:6s} {c.depth:5d} {c.batch_size:6d} {epochs:6.0f} {c.steps:8d} "
-          f"{c.lr:9.2e} {c.init_adaln_gamma:8.0e} {str(c.attn_l2_norm):>7s} {c.amp}")
+    print(f"{os.path.basename(path)[:-5]:10s} {c.model.mixer:6s} {c.model.depth:5d} {c.batch_size:6d} {epochs:6.0f} {c.steps:8d} "
+          f"{c.lr:9.2e} {c.model.init_adaln_gamma:8.0e} {str(c.model.attn_l2_norm):>7s} {c.amp}")
 
 # %% [markdown]
 # ## 3. Official checkpoints
@@ -153,6 +154,7 @@ main(["train", "--out", f"{WORK}/run", "--config", "../configs/imagenet/mvar_d16
 # %%
 recs = [json.loads(r) for r in open(f"{WORK}/run/metrics.jsonl")]
 cfg = json.load(open(f"{WORK}/run/config.json"))["train"]
+cfg = {**cfg, **cfg["model"]}  # the model's fields sit in their own object
 print("kept from the preset:", {k: cfg[k] for k in ("lr_schedule", "init_adaln_gamma", "attn_l2_norm",
                                                     "mvar_gamma3_init", "amp", "weight_decay", "grad_clip")})
 print("logged steps:", [r["step"] for r in recs], "| each record has img/s and ETA:",

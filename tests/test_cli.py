@@ -7,7 +7,8 @@ import torch
 
 from minivar.evaluation import metrics
 from minivar import data
-from minivar.cli.main import ConfigError, build_config, main
+from minivar.cli.main import main
+from minivar.config import ConfigError, read_json
 from minivar.tokenizer import VQVAE, TokenizerConfig
 from minivar.training import TrainConfig
 
@@ -36,29 +37,35 @@ def fails(argv, capsys=None) -> str:
 
 def test_config_file_then_command_line_overrides(tmp_path):
     f = tmp_path / "c.json"
-    f.write_text(json.dumps({"steps": 50, "mixer": "var", "betas": [0.9, 0.99]}))
-    cfg = build_config(TrainConfig, str(f), {"steps": "7"})
-    assert (cfg.steps, cfg.mixer, cfg.betas) == (7, "var", (0.9, 0.99))
+    f.write_text(json.dumps({"steps": 50, "model": {"mixer": "var"}, "betas": [0.9, 0.99]}))
+    cfg = TrainConfig.from_dict({**read_json(str(f)), "steps": "7", "depth": "6"})
+    assert (cfg.steps, cfg.model.mixer, cfg.betas, cfg.model.depth) == (7, "var", (0.9, 0.99), 6)
+    assert (cfg.model.width, cfg.model.heads) == (384, 6)  # derived from the new depth, not the default's
     with pytest.raises(ConfigError, match="did you mean 'base_lr'"):
-        build_config(TrainConfig, None, {"base_lt": "1"})
+        TrainConfig.from_dict({"base_lt": "1"})
+    with pytest.raises(ConfigError, match="model.vocab_size is set by the tokenizer"):
+        TrainConfig.from_dict({"model": {"vocab_size": 64}})
     f.write_text("{steps: 5")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        build_config(TrainConfig, str(f))
+        read_json(str(f))
     with pytest.raises(ConfigError, match="expects int"):
-        build_config(TrainConfig, None, {"steps": "many"})
+        TrainConfig.from_dict({"steps": "many"})
+    with pytest.raises(ConfigError, match="betas expects float float"):
+        TrainConfig.from_dict({"betas": "0.9"})
 
 
-def test_unknown_key_suggests_the_closest_and_writes_nothing(tok, tmp_path):
+def test_unknown_key_suggests_the_closest_and_writes_nothing(tok, tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert "did you mean 'steps'" in fails(["train", "--out", out, "--tokenizer", tok, "--stpes", "3"])
+    assert "did you mean --steps?" in fails(["train", "--out", out, "--tokenizer", tok, "--stpes", "3"], capsys)
     assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize("extra,needle", [
     (["--num_classes", "2"], "num_classes=2 is out of range"),
     (["--data", "nope"], "unknown dataset 'nope'"),
-    (["--mixer", "rnn"], "mixer must be"),
-    (["--amp", "fp8"], "amp must be"),
+    (["--mixer", "rnn"], "mixer must be one of var, mvar"),
+    (["--amp", "fp8"], "amp must be one of auto, none, bf16, fp16"),
+    (["--mamba-headdim", "24"], "mamba_headdim 24 must divide expand x width = 64"),
 ])
 def test_bad_settings_are_clear_errors(tok, tmp_path, extra, needle):
     out = str(tmp_path / "run")
@@ -128,7 +135,7 @@ TINY_DEMO = dict(tok_steps=30, steps=8, eval_per_class=18)
 
 def test_demo_that_misses_its_pass_mark_ends_with_an_error(tmp_path, capsys, monkeypatch):
     """A recipe far too short for the thresholds: the demo runs end to end, then exits non-zero."""
-    import minivar.cli.main as cli
+    import minivar.cli.demo as cli
     recipe = cli.DemoRecipe(**TINY_DEMO)
     monkeypatch.setattr(cli, "DemoRecipe", lambda: recipe)
     out = tmp_path / "demo"
@@ -155,7 +162,7 @@ def test_demo_that_misses_its_pass_mark_ends_with_an_error(tmp_path, capsys, mon
 
 
 def test_demo_time_cap_is_reported_when_it_cuts_training_short(tmp_path, capsys, monkeypatch):
-    import minivar.cli.main as cli
+    import minivar.cli.demo as cli
     recipe = cli.DemoRecipe(**{**TINY_DEMO, "steps": 100_000})
     monkeypatch.setattr(cli, "DemoRecipe", lambda: recipe)
     out = tmp_path / "demo"

@@ -118,9 +118,9 @@ def test_trainer_runs_on_cuda_with_fp16_and_compile(tmp_path):
     tok = str(tmp_path / "tokenizer.pt")
     VQVAE(TOKENIZER_PRESETS["tiny16"]).save(tok)
     for amp, comp in (("fp16", False), ("bf16", True)):
-        cfg = TrainConfig(data="synthetic", tokenizer=tok, mixer="mvar", depth=2, width=64, heads=2,
-                          d_state=16, mamba_headdim=32, steps=3, batch_size=16, micro_batch=8, amp=amp,
-                          compile=comp, ckpt_every=3, log_every=1)
+        cfg = TrainConfig.from_dict(dict(data="synthetic", tokenizer=tok, mixer="mvar", depth=2, width=64, heads=2,
+                                         d_state=16, mamba_headdim=32, steps=3, batch_size=16, micro_batch=8,
+                                         amp=amp, compile=comp, ckpt_every=3, log_every=1))
         run = str(tmp_path / f"run_{amp}")
         os.makedirs(run)
         last = train(cfg, run, progress=False)

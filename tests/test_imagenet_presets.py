@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from minivar.cli.main import build_config
+from minivar.config import read_json
 from minivar.models import NextScaleTransformer
 from minivar.training import TrainConfig
 from minivar.training.recipe import lr_lambda, model_config_for, weight_decay_at
@@ -41,18 +41,18 @@ def test_every_preset_file_is_listed():
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_preset_loads_and_matches_the_official_recipe(name):
     mixer, depth, batch, epochs, tblr, alng, wpe, twde, l2, params_m = OFFICIAL[name]
-    cfg = build_config(TrainConfig, os.path.join(ROOT, "configs", "imagenet", f"{name}.json"))
-    assert (cfg.data, cfg.num_classes, cfg.val_fraction) == ("imagefolder", 1000, 0.0)
-    assert (cfg.mixer, cfg.depth) == (mixer, depth)
+    cfg = TrainConfig.from_dict(read_json(os.path.join(ROOT, "configs", "imagenet", f"{name}.json")))
+    assert (cfg.data, cfg.model.num_classes, cfg.val_fraction) == ("imagefolder", 1000, 0.0)
+    assert (cfg.model.mixer, cfg.model.depth) == (mixer, depth)
     assert cfg.steps == epochs * math.ceil(IMAGENET_TRAIN / batch) and cfg.batch_size == batch
     assert cfg.lr == pytest.approx(tblr * batch / 256)
-    assert (cfg.init_adaln_gamma, cfg.final_lr_frac, cfg.attn_l2_norm) == (alng, wpe, l2)
+    assert (cfg.model.init_adaln_gamma, cfg.final_lr_frac, cfg.model.attn_l2_norm) == (alng, wpe, l2)
     assert (cfg.weight_decay, cfg.betas, cfg.grad_clip, cfg.warmup_frac) == (0.05, (0.9, 0.95), 2.0, 0.02)
-    assert (cfg.lr_schedule, cfg.amp, cfg.cond_drop, cfg.drop_path, cfg.ema) == ("var", "fp16", 0.1, -1.0, 0.0)
+    assert (cfg.lr_schedule, cfg.amp, cfg.model.cond_drop, cfg.ema) == ("var", "fp16", 0.1, 0.0)
     assert weight_decay_at(cfg, 0) == 0.05 and weight_decay_at(cfg, cfg.steps - 1) == pytest.approx(twde)
     assert batch % cfg.micro_batch == 0 and cfg.ckpt_every == math.ceil(IMAGENET_TRAIN / batch)
     if mixer == "mvar":
-        assert (cfg.d_state, cfg.mamba_headdim, cfg.mvar_gamma3_init) == (64, 64, "official")
+        assert (cfg.model.d_state, cfg.model.mamba_headdim, cfg.model.mvar_gamma3_init) == (64, 64, "official")
     mcfg = model_config_for(cfg, OfficialVAE(), 1000)
     assert mcfg.drop_path == pytest.approx(0.1 * depth / 24) and mcfg.init_adaln_gamma == alng
     with torch.device("meta"):  # shapes only: no memory, no time

@@ -106,7 +106,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_same_global_batch(tok, tmp_path
 def _cfg(tok, **kw):
     base = dict(data="synthetic", tokenizer=tok, depth=1, width=32, heads=2, d_state=8, mamba_headdim=16,
                 batch_size=8, micro_batch=8, steps=4, ckpt_every=2, log_every=1, base_lr=0.05)
-    return R.TrainConfig(**{**base, **kw})
+    return R.TrainConfig.from_dict({**base, **kw})
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tok, tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ an official VAR / M-VAR checkpoint instead of a run, and shares its batches over
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -16,22 +15,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .. import data, environment, official, viz
+from .. import data, environment, viz
 from ..evaluation import fid, metrics
-from ..models.transformer import ModelConfig, NextScaleTransformer
-from ..loading import load_model, load_tokenizer
+from ..models.transformer import NextScaleTransformer
+from ..loading import load_tokenizer
 from ..tokenizer.vqvae import VQVAE
-from ..checkpoints import CheckpointError, sha256_file
+from ..checkpoints import CheckpointError
 from ..training.recipe import TrainConfig, TrainingDiverged, model_config_for
 from ..training.tokenizer_trainer import evaluate_tokenizer
-from ..training.trainer import checkpoint_paths, train
+from ..training.trainer import train
+from . import sources
+from .sources import RunError
 
 # fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
 RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every"}
-
-
-class RunError(RuntimeError):
-    """A bad input to a run (missing file, impossible setting); nothing has been written."""
 
 
 def write_json(path: str, obj) -> None:
@@ -53,7 +50,8 @@ def init_distributed() -> tuple[int, int]:
 
 
 def check_train_inputs(cfg: TrainConfig) -> None:
-    """Every cheap check of a TrainConfig, before the run folder is touched."""
+    """What a TrainConfig cannot check by itself (the tokenizer, the data, the ranks), before the
+    run folder is touched; the model's settings are checked where they are bound to the data."""
     if not cfg.tokenizer:
         raise RunError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt (train one with "
                        "`python -m minivar train-tokenizer --out runs/tok`)")
@@ -61,24 +59,6 @@ def check_train_inputs(cfg: TrainConfig) -> None:
         vae = load_tokenizer(cfg.tokenizer)
     except CheckpointError as e:
         raise RunError(str(e)) from None
-    try:
-        mcfg = ModelConfig(mixer=cfg.mixer, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
-                           vocab_size=vae.config.vocab_size, z_channels=vae.config.z_channels,
-                           patch_nums=vae.patch_nums, d_state=cfg.d_state, mamba_headdim=cfg.mamba_headdim,
-                           mvar_gamma3_init=cfg.mvar_gamma3_init)
-    except ValueError as e:
-        raise RunError(f"bad model settings: {e}") from None
-    if cfg.lr_schedule not in ("linear", "var"):
-        raise RunError(f"lr_schedule must be 'linear' or 'var' (VAR's lin0), got {cfg.lr_schedule!r}")
-    if mcfg.mixer == "mvar" and (mcfg.width * 2) % cfg.mamba_headdim:
-        raise RunError(f"mamba_headdim {cfg.mamba_headdim} must divide 2 x width = {2 * mcfg.width}")
-    if cfg.amp not in ("auto", "none", "bf16", "fp16"):
-        raise RunError(f"amp must be auto, none, bf16 or fp16, got {cfg.amp!r}")
-    if not math.isfinite(cfg.minutes) or cfg.minutes < 0:
-        raise RunError(f"minutes {cfg.minutes} is not a time limit: give a positive number of minutes, "
-                       "or 0 for no limit")
-    if cfg.micro_batch < 1 or cfg.batch_size < 1 or cfg.steps < 1:
-        raise RunError("steps, batch_size and micro_batch must be >= 1")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
         raise RunError(f"batch_size {cfg.batch_size} is not a multiple of the {world} ranks")
@@ -87,12 +67,9 @@ def check_train_inputs(cfg: TrainConfig) -> None:
             y = torch.tensor(data.image_folder_files(cfg.data_path or None)[1])
         else:
             _, y = data.load(cfg.data, vae.config.image_size, cfg.data_path or None)
+        model_config_for(cfg, vae, data_classes=int(y.max()) + 1)
     except ValueError as e:
         raise RunError(str(e)) from None
-    n_cls = int(y.max()) + 1
-    if cfg.num_classes < 0 or (cfg.num_classes and cfg.num_classes < n_cls):
-        raise RunError(f"num_classes={cfg.num_classes} is out of range: the data '{cfg.data}' has labels "
-                       f"0..{n_cls - 1}; use num_classes >= {n_cls}, or 0 to take it from the data")
 
 
 def _sampler_callback(out: str, vae: VQVAE, per_class: int = 4):
@@ -153,38 +130,6 @@ def save_class_grid(model, vae, path, per_class, cfg, top_k, top_p, seed, max_cl
     return path
 
 
-def _load_run(run: str, checkpoint: str | None):
-    cfg_path = os.path.join(run, "config.json")
-    if not os.path.exists(cfg_path):
-        raise RunError(f"{run} is not a run folder (no config.json); train one with `python -m minivar train`")
-    with open(cfg_path) as f:
-        stored = json.load(f)
-    if stored.get("kind") != "train":
-        raise RunError(f"{run} holds a {stored.get('kind')} run, not a transformer run")
-    tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored["train"].items()})
-    path = checkpoint or os.path.join(run, "model.pt")
-    if not os.path.exists(path):
-        ck = checkpoint_paths(run)
-        if not ck:
-            raise RunError(f"{run} has no model.pt and no checkpoint yet")
-        path = ck[-1]
-    try:
-        return tcfg, load_model(path), load_tokenizer(tcfg.tokenizer).eval(), path
-    except CheckpointError as e:
-        raise RunError(str(e)) from None
-
-
-def _load_official(path: str, tokenizer: str | None):
-    """An official VAR / M-VAR checkpoint (kind read off its keys) and its tokenizer."""
-    if not tokenizer:
-        raise RunError("--official needs --tokenizer (the official vae_ch160v4096z32.pth)")
-    try:
-        vae = load_tokenizer(tokenizer)
-        return official.load_transformer(path, vae=vae), vae
-    except CheckpointError as e:
-        raise RunError(str(e)) from None
-
-
 def _autocast(amp: str, device: torch.device):
     if amp == "none" or device.type != "cuda":
         return torch.autocast(device.type, enabled=False)
@@ -235,16 +180,8 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
 
 
 def sample_grid(args) -> str:
-    if getattr(args, "official", None):
-        model, vae = _load_official(args.official, args.tokenizer)
-        files = args.official, args.tokenizer
-    elif args.run:
-        _, model, vae, path = _load_run(args.run, args.checkpoint)
-        files = path, vae_path(args.run)
-    else:
-        raise RunError("pass --run RUN_FOLDER, or --official CHECKPOINT --tokenizer TOKENIZER")
-    info = {k: {"path": os.path.abspath(f), "sha256": sha256_file(f)}
-            for k, f in zip(("model", "tokenizer"), files)}
+    model, vae, files = sources.load_for_sampling(args)
+    info = {k: sources.file_info(f) for k, f in files.items()}
     rank, _ = init_distributed()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     model, vae = model.to(device), vae.to(device)
@@ -269,11 +206,6 @@ def sample_grid(args) -> str:
     return png
 
 
-def vae_path(run: str) -> str:
-    with open(os.path.join(run, "config.json")) as f:
-        return json.load(f)["train"]["tokenizer"]
-
-
 # ---------------------------------------------------------------------- evaluation
 def get_classifier(name: str, size: int, path: str | None, seed: int = 0, epochs: int = 10, data_path=None):
     """The frozen feature network of a dataset: loaded from ``path`` or trained once and cached."""
@@ -294,10 +226,13 @@ def get_classifier(name: str, size: int, path: str | None, seed: int = 0, epochs
 
 
 def evaluate(args) -> dict:
-    tcfg, model, vae, model_path = _load_run(args.run, args.checkpoint)
+    if getattr(args, "official", None) or (getattr(args, "model", None) and not args.out):
+        raise RunError("eval --model needs --out REPORT.json (a pretrained folder is not a run folder)")
+    model, vae, files = sources.load_for_sampling(args)
+    d = sources.data_of(args)
     size = vae.config.image_size
-    (tx, ty), (vx, vy) = data.splits(tcfg.data, size, tcfg.val_fraction, tcfg.split_seed, tcfg.data_path or None)
-    clf, clf_info = get_classifier(tcfg.data, size, args.classifier, data_path=tcfg.data_path or None)
+    (tx, ty), (vx, vy) = data.splits(d["data"], size, d["val_fraction"], d["split_seed"], d["data_path"] or None)
+    clf, clf_info = get_classifier(d["data"], size, args.classifier, data_path=d["data_path"] or None)
     seeds = [int(s) for s in str(args.seeds).split(",")]
     # N = per_class x classes held-out images (or all), taken class by class in turn; the samples get
     # exactly their labels, so real and generated sets share one class histogram even when the data
@@ -314,11 +249,11 @@ def evaluate(args) -> dict:
     keys = ("fd_cls", "kid", "precision", "recall", "cond_acc")
     summary = {k: (float(np.mean([r[k] for r in runs_])), float(np.std([r[k] for r in runs_]))) for k in keys}
     rec_tok = vae_report(vae, vx, clf)
-    report = {"N": runs_[0]["N"], "seeds": seeds, "sampling": sampling, "model": model_path,
+    report = {"N": runs_[0]["N"], "seeds": seeds, "sampling": sampling, "model": files["model"],
               "feature_net": clf_info, "summary_mean_std": summary, "per_seed": runs_, "tokenizer": rec_tok,
               "note": "FD-cls is a Fréchet distance in the features of our frozen classifier, not FID",
               "environment": environment.record()}
-    write_json(os.path.join(args.run, "eval.json"), report)
+    write_json(args.out or os.path.join(args.run, "eval.json"), report)
     print_report(report)
     return report
 

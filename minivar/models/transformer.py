@@ -20,14 +20,18 @@ Cv tokenizer latent channels, V vocabulary, K scales, D condition dim (= C).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import fast, scales
+from .. import config, fast, scales
+from ..checkpoints import load_pretrained, load_weights, save_pretrained
+from ..config import setting
 from ..fast.head_loss import linear_cross_entropy
+from .attention import BACKENDS
 from .blocks import MVARBlock, VARBlock
 from .caches import SamplingState
 from .losses import loss_stats
@@ -35,34 +39,45 @@ from .losses import loss_stats
 
 @dataclass
 class ModelConfig:
-    mixer: str = "var"  # "var" (block-causal attention) or "mvar" (intra-scale attention + Mamba2)
-    depth: int = 16
-    width: int = 0  # 0: 64 * depth (the papers' size rule)
-    heads: int = 0  # 0: depth
-    mlp_ratio: float = 4.0
-    num_classes: int = 1000  # class id num_classes is the unconditional ("null") class
-    vocab_size: int = 4096
-    z_channels: int = 32  # Cv of the tokenizer
-    patch_nums: tuple = field(default_factory=lambda: scales.PRESETS["256"])
-    attn_l2_norm: bool = True  # cosine attention with a learned per-head temperature
-    cond_drop: float = 0.1  # label -> null class with this probability while training (for CFG)
-    drop_path: float = -1.0  # <0: 0.1 * depth / 24, linearly increasing over blocks
-    norm_eps: float = 1e-6
-    attn_backend: str = "auto"  # see attention.py
-    # Mamba2 (M-VAR): the official block uses these values
-    d_state: int = 64
-    d_conv: int = 4
-    expand: int = 2
-    mamba_headdim: int = 64
-    mamba_chunk: int = 256
-    # initialisation (official builder: gamma 1e-5; training recipes: 1e-3 for d16/d20)
-    init_adaln: float = 0.5
-    init_adaln_gamma: float = 1e-5
-    init_head: float = 0.02
+    """The transformer's architecture (VAR: Tian et al. 2024, Sec. 3-4; M-VAR: Ren et al. 2024, Sec. 3).
+    The defaults are VAR-d16 for ImageNet 256 px; ``width``, ``heads`` and ``drop_path`` follow
+    ``depth`` unless given."""
+    mixer: str = setting("var", "token mixer: 'var' (block-causal attention over all scales) or 'mvar' "
+                         "(attention inside each scale + a Mamba2 across scales)", choices=("var", "mvar"))
+    depth: int = setting(16, "number of transformer blocks")
+    width: int = setting(0, "embedding width C (0: 64 x depth, the papers' size rule)")
+    heads: int = setting(0, "attention heads; must divide width (0: depth)")
+    mlp_ratio: float = setting(4.0, "hidden width of the feed-forward layer, as a multiple of width")
+    num_classes: int = setting(1000, "number of classes; class id num_classes is the null class used for "
+                               "guidance (in a training config: 0 = from the data)")
+    vocab_size: int = setting(4096, "codebook size V of the tokenizer", bound="tokenizer")
+    z_channels: int = setting(32, "codebook vector width Cv of the tokenizer", bound="tokenizer")
+    patch_nums: tuple[int, ...] = setting(doc="side of each scale's token map, coarse to fine", bound="tokenizer",
+                                          factory=lambda: scales.PRESETS["256"])
+    attn_l2_norm: bool = setting(True, "cosine attention with a learned per-head temperature (VAR: on; the "
+                                 "released M-VAR d16 / d20: off)")
+    cond_drop: float = setting(0.1, "probability, in training, of replacing the label by the null class "
+                               "(what classifier-free guidance needs), in [0, 1)")
+    drop_path: float = setting(-1.0, "stochastic-depth rate of the last block, rising linearly from 0 over the "
+                               "blocks (-1: 0.1 x depth / 24)")
+    norm_eps: float = setting(1e-6, "epsilon of the layer norms")
+    attn_backend: str = setting("auto", "attention implementation: 'auto' picks the fastest one tested equal "
+                                "to 'blocks' (see minivar/models/attention.py)",
+                                choices=BACKENDS)
+    d_state: int = setting(64, "M-VAR: Mamba2 state size N per head")
+    d_conv: int = setting(4, "M-VAR: Mamba2 causal-convolution width")
+    expand: int = setting(2, "M-VAR: Mamba2 inner width, as a multiple of width")
+    mamba_headdim: int = setting(64, "M-VAR: Mamba2 head dimension P; must divide expand x width")
+    mamba_chunk: int = setting(256, "M-VAR: chunk length of the Mamba2 scan (the same result for any value)")
+    init_adaln: float = setting(0.5, "initial scale of the AdaLN modulation weights")
+    init_adaln_gamma: float = setting(1e-5, "initial scale of the AdaLN gates (VAR --alng: 1e-3 for d16 / d20, "
+                                      "1e-4 for d24, 1e-5 for d30)")
+    init_head: float = setting(0.02, "initial scale of the output head")
     # M-VAR's official init multiplies only the first 2C rows of ada_lin (gamma1, gamma2) by the
-    # small gamma and leaves gamma3 (the FFN gate) at init_adaln = 0.5, likely by accident. We
-    # default to "small" (all three gates small, as in VAR); "official" reproduces their init.
-    mvar_gamma3_init: str = "small"
+    # small gamma and leaves gamma3 (the FFN gate) at init_adaln = 0.5, likely by accident.
+    mvar_gamma3_init: str = setting("small", "M-VAR's feed-forward gate at init: 'small' (like the other gates, "
+                                    "as in VAR) or 'official' (M-VAR's released init: left at init_adaln)",
+                                    choices=("small", "official"))
 
     def __post_init__(self):
         self.patch_nums = scales.validate(self.patch_nums)
@@ -74,8 +89,15 @@ class ModelConfig:
             raise ValueError(f"mixer must be 'var' or 'mvar', got {self.mixer!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.mixer == "mvar" and (self.expand * self.width) % self.mamba_headdim:
+            raise ValueError(f"mamba_headdim {self.mamba_headdim} must divide expand x width = "
+                             f"{self.expand * self.width}")
         if self.mvar_gamma3_init not in ("small", "official"):
             raise ValueError("mvar_gamma3_init must be 'small' or 'official'")
+
+
+PRETRAINED_TYPE = "minivar-transformer"
+PRETRAINED_EXTRAS = ("tokenizer", "training")  # keys of config.json beside the ModelConfig fields
 
 
 class NextScaleTransformer(nn.Module):
@@ -128,6 +150,27 @@ class NextScaleTransformer(nn.Module):
             w[:n_gamma * C].mul_(cfg.init_adaln_gamma)
 
     # ------------------------------------------------------------------ pieces of the input and the head
+    # ------------------------------------------------------------------ save_pretrained folders
+    def save_pretrained(self, folder: str, tokenizer: str | None = None, training: dict | None = None) -> None:
+        """``folder/config.json`` (the ModelConfig) and ``folder/model.safetensors``. ``tokenizer``: the
+        path of the tokenizer's folder, stored relative to ``folder``; ``training``: facts about the
+        data (name, split) that evaluation needs."""
+        extra = {}
+        if tokenizer:
+            extra["tokenizer"] = os.path.relpath(os.path.abspath(tokenizer), os.path.abspath(folder))
+        if training:
+            extra["training"] = training
+        save_pretrained(folder, PRETRAINED_TYPE, config.to_dict(self.config), self.state_dict(), extra)
+
+    @classmethod
+    def from_pretrained(cls, folder: str) -> "NextScaleTransformer":
+        """A model from a ``save_pretrained`` folder (weights cast to float32), in eval mode."""
+        meta, state_dict = load_pretrained(folder, PRETRAINED_TYPE)
+        fields = {k: v for k, v in meta.items() if k not in PRETRAINED_EXTRAS}
+        model = cls(config.from_dict(ModelConfig, fields, where="config.json: "))
+        load_weights(model, state_dict, folder)
+        return model.eval()
+
     def check_labels(self, labels_B: torch.Tensor) -> None:
         if not torch.is_tensor(labels_B) or labels_B.dim() != 1 or labels_B.dtype != torch.long:
             raise ValueError("labels must be a 1-D LongTensor of class ids (B,)")

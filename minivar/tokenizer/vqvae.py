@@ -12,34 +12,40 @@ Official VAR checkpoints are read by ``minivar.official.load_vae``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from .. import fast, scales
-from ..checkpoints import CheckpointError, atomic_save, safe_load
+from .. import config
+from ..config import setting
+from ..checkpoints import CheckpointError, atomic_save, load_pretrained, load_weights, safe_load, save_pretrained
 from .quantizer import MultiScaleQuantizer, QuantOutput
 from .autoencoder import Decoder, Encoder
 
 
 @dataclass
 class TokenizerConfig:
-    image_size: int = 256
-    ch: int = 160  # base width of the conv nets
-    ch_mult: tuple = (1, 1, 2, 2, 4)  # width multiplier per level; len-1 downsamplings
-    num_res_blocks: int = 2  # per encoder level; the decoder has one more
-    attn_lowest: bool = True  # self-attention at the lowest resolution level
-    attn_mid: bool = True  # self-attention in the middle block
-    norm_groups: int = 32
-    dropout: float = 0.0
-    z_channels: int = 32  # Cv, codebook vector width
-    vocab_size: int = 4096  # V
-    patch_nums: tuple = field(default_factory=lambda: scales.PRESETS["256"])
-    num_phi: int = 4  # 4: partially shared (official), 1: one shared, 0: one per scale
-    phi_ratio: float = 0.5
-    beta: float = 0.25  # commitment weight
-    quant_conv_ks: int = 3
+    """The multi-scale residual VQ autoencoder (VAR Sec. 3.3). The defaults are the official VAR
+    tokenizer (vae_ch160v4096z32.pth, 256 px); ``TOKENIZER_PRESETS`` holds the CPU-sized ones."""
+    image_size: int = setting(256, "image side in pixels; a multiple of 2^(len(ch_mult) - 1)")
+    ch: int = setting(160, "base channel count of the encoder and decoder")
+    ch_mult: tuple[int, ...] = setting((1, 1, 2, 2, 4), "channel multiplier per resolution level; "
+                                       "len(ch_mult) - 1 halvings of the image side")
+    num_res_blocks: int = setting(2, "residual blocks per encoder level (the decoder has one more)")
+    attn_lowest: bool = setting(True, "self-attention at the lowest resolution level")
+    attn_mid: bool = setting(True, "self-attention in the middle block")
+    norm_groups: int = setting(32, "groups of the group norms; must divide every channel count")
+    dropout: float = setting(0.0, "dropout rate in the residual blocks")
+    z_channels: int = setting(32, "codebook vector width Cv")
+    vocab_size: int = setting(4096, "codebook size V")
+    patch_nums: tuple[int, ...] = setting(doc="side of each scale's token map, coarse to fine; the last one is "
+                                          "the latent side", factory=lambda: scales.PRESETS["256"])
+    num_phi: int = setting(4, "residual convolutions phi_k: 4 partially shared (official), 1 shared, 0 one per scale")
+    phi_ratio: float = setting(0.5, "mix of phi_k(h) and h: (1 - ratio) h + ratio phi_k(h)")
+    beta: float = setting(0.25, "commitment-loss weight")
+    quant_conv_ks: int = setting(3, "kernel size of the convolutions around the quantiser")
 
     @property
     def downsample(self) -> int:
@@ -69,6 +75,9 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
     "tiny32": TokenizerConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=16,
                               vocab_size=512, patch_nums=scales.PRESETS["32px"]),
 }
+
+
+PRETRAINED_TYPE = "minivar-tokenizer"
 
 
 class ImageInputError(ValueError):
@@ -213,6 +222,19 @@ class VQVAE(nn.Module):
     def load(cls, path: str, map_location="cpu") -> "VQVAE":
         """A tokenizer written by ``save`` (for either kind of file: ``minivar.loading.load_tokenizer``)."""
         return cls.from_checkpoint(safe_load(path, map_location), path)
+
+    # ------------------------------------------------------------------ save_pretrained folders
+    def save_pretrained(self, folder: str) -> None:
+        """``folder/config.json`` (the TokenizerConfig) and ``folder/model.safetensors``."""
+        save_pretrained(folder, PRETRAINED_TYPE, config.to_dict(self.config), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, folder: str) -> "VQVAE":
+        """A tokenizer from a ``save_pretrained`` folder (weights cast to float32), in eval mode."""
+        meta, state_dict = load_pretrained(folder, PRETRAINED_TYPE)
+        vae = cls(config.from_dict(TokenizerConfig, meta, where="config.json: "))
+        load_weights(vae, state_dict, folder)
+        return vae.eval()
 
     @classmethod
     def from_checkpoint(cls, blob, source: str = "the checkpoint") -> "VQVAE":

@@ -17,61 +17,106 @@ micro-batches of at most ``micro_batch`` images. ``fit`` runs the same recipe in
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
+from .. import config
+from ..config import setting
 from ..models.transformer import ModelConfig, NextScaleTransformer
 from ..tokenizer.vqvae import VQVAE
 
 
+# The model `train` builds unless told otherwise: a small M-VAR for 2 CPU cores (the ModelConfig
+# defaults are VAR-d16 for ImageNet). num_classes 0: from the data.
+TRAIN_MODEL = {"mixer": "mvar", "depth": 4, "num_classes": 0, "d_state": 16, "mamba_headdim": 32}
+
+
 @dataclass
 class TrainConfig:
-    data: str = "digits"  # a name in minivar.data.DATASETS
-    data_path: str = ""  # folder of fashion / emoji / imagefolder files ("" = the Debian package's)
-    tokenizer: str = ""  # path of a tokenizer.pt written by `train-tokenizer`
-    num_classes: int = 0  # 0: from the data (max label + 1)
-    val_fraction: float = 0.1  # held out (seeded split, same as train-tokenizer's)
-    split_seed: int = 0  # seed of that split: a property of the data, not of the run (``seed``)
-    # model
-    mixer: str = "mvar"  # "var" or "mvar"
-    depth: int = 4
-    width: int = 0  # 0: 64 * depth
-    heads: int = 0  # 0: depth
-    d_state: int = 16
-    mamba_headdim: int = 32
-    cond_drop: float = 0.1
-    drop_path: float = -1.0  # <0: 0.1 * depth / 24
-    attn_l2_norm: bool = True  # cosine attention (VAR: on; the released M-VAR d16/d20: off)
-    init_adaln_gamma: float = 1e-5  # AdaLN gate init (VAR --alng: 1e-3 d16/d20, 1e-4 d24, 1e-5 d30)
-    mvar_gamma3_init: str = "small"  # "official": M-VAR's FFN gate at 0.5 (see ModelConfig)
-    # optimisation
-    steps: int = 1000
-    batch_size: int = 64  # global batch per optimizer step (all ranks together)
-    micro_batch: int = 16  # gradient accumulation chunks (<= 16 on CPU, where larger ones are slower per image)
-    base_lr: float = 1e-4  # lr = base_lr * batch_size / 256
-    betas: tuple = (0.9, 0.95)
-    weight_decay: float = 0.05
-    warmup_frac: float = 0.02
-    final_lr_frac: float = 0.01  # linear decay to this fraction of the peak (VAR --wpe)
-    lr_schedule: str = "linear"  # "linear", or "var" (VAR's lin0: start at 0.5%, hold the peak 5%)
-    final_weight_decay: float = -1.0  # <0: constant; else cosine from weight_decay to this (VAR --twde)
-    grad_clip: float = 2.0
-    ema: float = 0.0  # weight EMA decay, e.g. 0.999 (0: off); sampling then uses the EMA weights
-    amp: str = "auto"  # auto (bf16 / fp16 on CUDA, off on CPU), none, bf16, fp16
-    compile: bool = False  # torch.compile the training forward (CUDA)
-    seed: int = 0
-    # bookkeeping
-    log_every: int = 10
-    ckpt_every: int = 200
-    keep_last: int = 2
-    minutes: float = 0.0  # stop (with a checkpoint) after this long; 0: no limit
-    sample_every: int = 0  # write a sample grid every this many steps (0: only at the end)
+    """One training run of the transformer: the data, the model (a ``ModelConfig``), the recipe and
+    the run folder's bookkeeping. ``from_dict`` also reads the flat configs of earlier versions."""
+    data: str = setting("digits", "dataset name (see minivar.data.DATASETS)", group="data")
+    data_path: str = setting("", "folder of the fashion / emoji / imagefolder files ('': the default place)",
+                             group="data")
+    tokenizer: str = setting("", "tokenizer to encode the images with: a tokenizer.pt written by `train-tokenizer`, "
+                             "a folder written by save_pretrained, or the official vae_ch160v4096z32.pth",
+                             group="data")
+    val_fraction: float = setting(0.1, "fraction of the images held out for evaluation, in [0, 1)", group="data")
+    split_seed: int = setting(0, "seed of the held-out split (a property of the data, not of the run; the "
+                              "tokenizer's training uses the same split)", group="data")
+    model: ModelConfig = setting(doc="the transformer; vocab_size, z_channels and patch_nums come from the "
+                                 "tokenizer", factory=lambda: ModelConfig(**TRAIN_MODEL), raw=TRAIN_MODEL)
+    steps: int = setting(1000, "optimizer steps", group="optimisation")
+    batch_size: int = setting(64, "images per optimizer step, all ranks together", group="optimisation")
+    micro_batch: int = setting(16, "images per forward / backward pass; gradients are accumulated over "
+                               "batch_size / micro_batch passes (on a CPU larger ones are slower per image)",
+                               group="optimisation")
+    base_lr: float = setting(1e-4, "learning rate per 256 images: lr = base_lr x batch_size / 256",
+                             group="optimisation")
+    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", group="optimisation")
+    weight_decay: float = setting(0.05, "AdamW weight decay of the weight matrices", group="optimisation")
+    warmup_frac: float = setting(0.02, "fraction of the steps with a linear learning-rate warm-up",
+                                 group="optimisation")
+    final_lr_frac: float = setting(0.01, "learning rate at the last step, as a fraction of the peak (VAR --wpe)",
+                                   group="optimisation")
+    lr_schedule: str = setting("linear", "'linear': warm-up, then linear decay; 'var': VAR's lin0 (warm-up from "
+                               "0.5% of the peak, hold the peak for 5% of the decay, then decay)",
+                               choices=("linear", "var"), group="optimisation")
+    final_weight_decay: float = setting(-1.0, "weight decay at the last step, reached on a cosine (VAR --twde; "
+                                        "-1: constant weight_decay)", group="optimisation")
+    grad_clip: float = setting(2.0, "gradient-norm clipping threshold", group="optimisation")
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0: off); "
+                         "sampling then uses the averaged weights", group="optimisation")
+    amp: str = setting("auto", "mixed precision: 'auto' (bf16, or fp16 with loss scaling, on CUDA; off on "
+                       "CPU), 'none', 'bf16' or 'fp16'", choices=("auto", "none", "bf16", "fp16"),
+                       group="optimisation")
+    compile: bool = setting(False, "torch.compile the training forward pass (CUDA)", group="optimisation")
+    seed: int = setting(0, "seed of the initial weights, the data order and the label / path dropout",
+                        group="optimisation")
+    log_every: int = setting(10, "append a record to metrics.jsonl every this many steps", group="run folder")
+    ckpt_every: int = setting(200, "write a checkpoint every this many steps (and at the end)", group="run folder")
+    keep_last: int = setting(2, "checkpoints kept in ckpt/ (older ones are deleted)", group="run folder")
+    minutes: float = setting(0.0, "stop with a checkpoint after this many minutes of training; --resume "
+                             "continues (0: no limit)", group="run folder")
+    sample_every: int = setting(0, "write a sample grid to samples/ every this many steps (0: only at the end)",
+                                group="run folder")
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("linear", "var"):
+            raise ValueError(f"lr_schedule must be 'linear' or 'var', got {self.lr_schedule!r}")
+        if self.amp not in ("auto", "none", "bf16", "fp16"):
+            raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
+        if not math.isfinite(self.minutes) or self.minutes < 0:
+            raise ValueError(f"minutes {self.minutes} is not a time limit: give a positive number of minutes, "
+                             "or 0 for no limit")
+        for name in ("steps", "batch_size", "micro_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
+
+    @classmethod
+    def from_dict(cls, values: dict, base: "TrainConfig | None" = None) -> "TrainConfig":
+        """A config from a JSON object, on top of ``base``. Model fields may also stand at the top
+        level, as in the flat configs of earlier versions and as the command line gives them."""
+        values = dict(values)
+        flat = {k: values.pop(k) for k in list(values) if k in MODEL_FIELDS}
+        if flat:
+            nested = values.get("model", {})
+            values["model"] = {**nested, **flat} if isinstance(nested, dict) else nested
+        return config.from_dict(cls, values, base)
+
+    def to_dict(self) -> dict:
+        return config.to_dict(self)
+
+
+# the ModelConfig fields a training config sets (the rest come from the tokenizer)
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if not f.metadata.get("bound"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -123,8 +168,6 @@ def lr_lambda(cfg: TrainConfig):
             return 0.005 + 0.995 * step / warm
         t = min(1.0, (step - warm) / max(1, cfg.steps - 1 - warm))
         return 1.0 if t < 0.05 else end + (1 - end) * (1 - t) / 0.95
-    if cfg.lr_schedule not in ("linear", "var"):
-        raise ValueError(f"lr_schedule must be 'linear' or 'var', got {cfg.lr_schedule!r}")
     return linear if cfg.lr_schedule == "linear" else var_lin0
 
 
@@ -172,10 +215,13 @@ def resolve_amp(amp: str, device: torch.device):
     return (torch.bfloat16, False) if amp == "bf16" else (torch.float16, True)
 
 
-def model_config_for(cfg: TrainConfig, vae: VQVAE, num_classes: int) -> ModelConfig:
-    return ModelConfig(mixer=cfg.mixer, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
-                       num_classes=num_classes, vocab_size=vae.config.vocab_size,
-                       z_channels=vae.config.z_channels, patch_nums=vae.patch_nums, d_state=cfg.d_state,
-                       mamba_headdim=cfg.mamba_headdim, cond_drop=cfg.cond_drop, drop_path=cfg.drop_path,
-                       attn_l2_norm=cfg.attn_l2_norm, init_adaln_gamma=cfg.init_adaln_gamma,
-                       mvar_gamma3_init=cfg.mvar_gamma3_init)
+def model_config_for(cfg: TrainConfig, vae: VQVAE, data_classes: int) -> ModelConfig:
+    """The run's ModelConfig with what the tokenizer and the data decide: the codebook size,
+    vector width and scales of ``vae``, and the class count (``cfg.model.num_classes`` or, when
+    0, the data's ``data_classes``)."""
+    n = cfg.model.num_classes or data_classes
+    if n < data_classes:
+        raise ValueError(f"num_classes={n} is out of range: the data '{cfg.data}' has labels 0..{data_classes - 1}; "
+                         f"use num_classes >= {data_classes}, or 0 to take it from the data")
+    return dataclasses.replace(cfg.model, num_classes=n, vocab_size=vae.config.vocab_size,
+                               z_channels=vae.config.z_channels, patch_nums=vae.patch_nums)

@@ -21,27 +21,31 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import setting
 from ..tokenizer.vqvae import VQVAE, check_images
 
 
 @dataclass
 class TokenizerTrainConfig:
-    steps: int = 2000
-    batch_size: int = 16
-    lr: float = 3e-4
-    betas: tuple = (0.5, 0.9)
-    weight_decay: float = 0.005
-    warmup_steps: int = 50
-    l1_weight: float = 0.2
-    l2_weight: float = 1.0
-    vq_weight: float = 1.0
-    grad_clip: float = 10.0
-    reseed_every: int = 100  # 0 disables dead-code re-seeding
-    reseed_below: float = 0.03  # a code is dead when its hit rate < this x the uniform rate
-    ema: float = 0.0  # weight EMA decay (e.g. 0.999); 0 disables. The returned model holds EMA weights.
-    seed: int = 0
-    log_every: int = 50
-    time_limit_s: float | None = None  # stop early after this many seconds (for demos)
+    """The tokenizer's training recipe: AdamW with a linear warm-up and a cosine decay to 10%."""
+    steps: int = setting(3000, "optimizer steps")
+    batch_size: int = setting(32, "images per step")
+    lr: float = setting(3e-4, "peak learning rate")
+    betas: tuple[float, float] = setting((0.5, 0.9), "AdamW betas (beta1 beta2)")
+    weight_decay: float = setting(0.005, "AdamW weight decay of the weight matrices")
+    warmup_steps: int = setting(50, "steps of linear learning-rate warm-up")
+    l1_weight: float = setting(0.2, "weight of the L1 reconstruction loss")
+    l2_weight: float = setting(1.0, "weight of the squared-error reconstruction loss")
+    vq_weight: float = setting(1.0, "weight of the quantisation (codebook + commitment) loss")
+    grad_clip: float = setting(10.0, "gradient-norm clipping threshold")
+    reseed_every: int = setting(100, "re-seed unused codes every this many steps (0: never)")
+    reseed_below: float = setting(0.03, "a code is unused when its hit rate is below this fraction of the "
+                                  "uniform rate 1 / V")
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0: off); the "
+                         "trained model then holds the averaged weights")
+    seed: int = setting(0, "seed of the image order")
+    log_every: int = setting(50, "log every this many steps")
+    time_limit_s: float | None = setting(None, "stop early after this many seconds (none: no limit)")
 
 
 def psnr(x, y) -> float:

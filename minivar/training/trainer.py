@@ -111,19 +111,14 @@ def build(cfg: TrainConfig, run_dir: str) -> Run:
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if cfg.batch_size % world or (cfg.batch_size // world) < 1:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
-    if cfg.micro_batch < 1:
-        raise ValueError("micro_batch must be >= 1")
     if not cfg.tokenizer:
         raise ValueError("no tokenizer: pass --tokenizer runs/tok/tokenizer.pt "
                          "(train one with `python -m minivar train-tokenizer`)")
     vae = load_tokenizer(cfg.tokenizer).to(device).requires_grad_(False).eval()
     tokens, labels, _, _ = load_tokens(cfg, vae, os.path.join(run_dir, "tokens.pt"), rank, world)
-    n_cls = int(labels.max()) + 1
-    if cfg.num_classes and cfg.num_classes < n_cls:
-        raise ValueError(f"num_classes={cfg.num_classes} but the data '{cfg.data}' has labels up to "
-                         f"{n_cls - 1}; use num_classes >= {n_cls} (or 0 to take it from the data)")
+    mcfg = model_config_for(cfg, vae, data_classes=int(labels.max()) + 1)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = NextScaleTransformer(model_config_for(cfg, vae, cfg.num_classes or n_cls)).to(device)
+    model = NextScaleTransformer(mcfg).to(device)
     ema = NextScaleTransformer(model.config).to(device).requires_grad_(False) if cfg.ema > 0 else None
     if ema is not None:
         ema.load_state_dict(model.state_dict())
@@ -169,7 +164,7 @@ def save(run: Run) -> str:
     """A training checkpoint of the current step: everything ``resume`` needs (rank 0)."""
     cfg, pos = run.cfg, run.step * run.cfg.batch_size
     return save_checkpoint(run.run_dir, {
-        "kind": "minivar-train", "step": run.step, "config": dataclasses.asdict(cfg),
+        "kind": "minivar-train", "step": run.step, "config": cfg.to_dict(),
         "model_config": dataclasses.asdict(run.model.config), "model": run.model.state_dict(),
         "ema": run.ema.state_dict() if run.ema is not None else None, "optimizer": run.opt.state_dict(),
         "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
@@ -269,13 +264,13 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         trim_log(run)
         n_par = sum(p.numel() for p in run.model.parameters())
         mcfg, n_micro = run.model.config, -(-(cfg.batch_size // run.world) // cfg.micro_batch)
-        print(f"{cfg.mixer} depth {mcfg.depth} width {mcfg.width}: {n_par / 1e6:.2f}M parameters; "
+        print(f"{mcfg.mixer} depth {mcfg.depth} width {mcfg.width}: {n_par / 1e6:.2f}M parameters; "
               f"{len(run.tokens)} training images of {cfg.data}, {mcfg.num_classes} classes, L={run.model.L}; "
               f"batch {cfg.batch_size} = {run.world} rank(s) x {n_micro} micro-batch(es), lr {cfg.lr:.2e}")
     run.model.train()
     t0, first, rec = time.time(), run.step, {}
     lines = progress and run.rank == 0 and not sys.stderr.isatty()  # logs of batch jobs: plain lines, no bar
-    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank > 0 or lines, desc=cfg.mixer,
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank > 0 or lines, desc=cfg.model.mixer,
                dynamic_ncols=True)
     try:
         while run.step < cfg.steps:

@@ -1,0 +1,135 @@
+"""Command-line options generated from the config dataclasses.
+
+Each field declared with ``minivar.config.setting`` becomes one option: ``--base-lr`` for
+``base_lr``, its help the field's documentation with its type and default, its values checked
+by ``minivar.config`` (the same code that reads JSON configs, so a file and a flag fail with the
+same message). Booleans are switches (``--compile`` / ``--no-compile``), two-number tuples take
+two values (``--betas 0.9 0.95``). The underscore spelling of every option (``--base_lr``) and
+the older value forms (``--betas 0.9,0.95``, ``--attn_l2_norm false``) are accepted but not shown.
+
+``split_commas`` rewrites that older tuple form before parsing. Options default to "not given": ``given(args, cls)`` returns only what the user typed, so a
+config file, a resumed run or a preset underneath keeps its own values.
+
+Why argparse and not a library (tyro, jsonargparse): the options need two things those make
+awkward -- hidden aliases for the spellings of earlier versions, and nested model fields that
+stand flat on the command line (``--depth``, not ``--model.depth``) -- and argparse keeps the
+install at the packages a course already has.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from .. import config
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (examples keep their lines); option help wrapped."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=min(100, argparse.HelpFormatter(prog)._width + 2))
+
+
+def _nargs(kind):
+    """None for one value; "+" for tuple[X, ...]; n for a tuple of n values."""
+    kind = config._unwrap_optional(kind)[0]
+    if typing.get_origin(kind) is not tuple:
+        return None
+    args = typing.get_args(kind)
+    return "+" if args[-1] is Ellipsis else len(args)
+
+
+def split_commas(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """The earlier form of a tuple option, ``--betas 0.9,0.95``, as ``--betas 0.9 0.95``."""
+    tuples = {s for a in _all_actions(parser) if a.nargs not in (None, 0, "?", "*") and a.option_strings
+              for s in a.option_strings}
+    out = []
+    for i, tok in enumerate(argv):
+        key, eq, val = tok.partition("=")
+        if key in tuples and eq and "," in val:
+            out += [key, *val.split(",")]
+        elif i and argv[i - 1] in tuples and "," in tok:
+            out += tok.split(",")
+        else:
+            out.append(tok)
+    return out
+
+
+def _all_actions(parser):
+    for a in parser._actions:
+        yield a
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                yield from _all_actions(sub)
+
+
+def _shown_default(value) -> str:
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    if value == "":
+        return "''"
+    return str(value)
+
+
+def option_fields(cls, skip: tuple = ()):
+    """(field, annotation, default) of every option of ``cls``, nested configs flattened."""
+    kinds = config.field_types(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.metadata.get("bound"):
+            continue
+        kind = kinds[f.name]
+        if dataclasses.is_dataclass(kind):
+            raw = f.metadata.get("raw") or {}
+            for sub, sub_kind, sub_default in option_fields(kind, skip):
+                yield sub, sub_kind, raw.get(sub.name, sub_default)
+        else:
+            yield f, kind, f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def add_options(parser: argparse.ArgumentParser, cls, skip: tuple = (), default_note: str = "",
+                title: str = "") -> list[str]:
+    """One option per field of ``cls`` (nested configs flattened, grouped under their ``group``
+    metadata or ``title``); returns their names. ``default_note`` replaces the shown default
+    (e.g. "from --preset")."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    names = []
+    for f, kind, default in option_fields(cls, skip):
+        heading = f.metadata.get("group") or title or cls.__name__
+        if heading not in groups:
+            groups[heading] = parser.add_argument_group(heading)
+        add_option(groups[heading], f, kind, default_note or _shown_default(default))
+        names.append(f.name)
+    return names
+
+
+def add_option(group, f: dataclasses.Field, kind, default: str) -> None:
+    name, flag = f.name, "--" + f.name.replace("_", "-")
+    choices = f.metadata.get("choices") or ()
+    help_ = f"{f.metadata.get('doc', '')} [{config.type_name(kind)}; default: {default}]".replace("%", "%%")
+    inner = config._unwrap_optional(kind)[0]
+    if inner is bool:
+        group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=help_.replace("bool; ", ""))
+        if "_" in name:  # the earlier form took a value: --attn_l2_norm false
+            group.add_argument("--" + name, dest=name, metavar="BOOL", default=argparse.SUPPRESS,
+                               help=argparse.SUPPRESS)
+        return
+    metavar = "{" + ",".join(choices) + "}" if choices else config.type_name(inner).split()[0].upper()
+    if inner is str and not choices:
+        metavar = name.upper()
+    nargs = _nargs(kind)
+    group.add_argument(flag, dest=name, metavar=metavar, nargs=nargs, default=argparse.SUPPRESS, help=help_)
+    if "_" in name:
+        group.add_argument("--" + name, dest=name, nargs=nargs, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def given(args: argparse.Namespace, names: list[str]) -> dict:
+    """{field: value} of the generated options the user gave (strings, or lists for tuples);
+    ``minivar.config.from_dict`` turns them into typed values."""
+    out = {}
+    for n in names:
+        if hasattr(args, n):
+            v = getattr(args, n)
+            out[n] = " ".join(v) if isinstance(v, list) else v
+    return out
