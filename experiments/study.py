@@ -219,7 +219,7 @@ def main(argv=None):
     for name, seed, run_dir, cfg in jobs:
         ev_path = os.path.join(run_dir, "eval.json")
         if not os.path.exists(ev_path):
-            runs.evaluate(argparse.Namespace(run=run_dir, model=None, checkpoint=None, per_class=tier["per_class"],
+            runs.evaluate(argparse.Namespace(run=run_dir, model=None, tokenizer=None, checkpoint=None, per_class=tier["per_class"],
                                              cfg=1.5, top_k=0, top_p=0.0, seeds="0", classifier=clf_path, out=None))
         with open(ev_path) as f:
             ev = json.load(f)

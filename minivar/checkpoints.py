@@ -25,6 +25,10 @@ def safe_load(path, map_location="cpu"):
     """torch.load with weights_only=True and one readable error for missing / corrupt files."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith((".pt", ".pth")))
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file or a save_pretrained folder"
+                              + (f"; it holds {', '.join(files)}" if files else ""))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # zip errors, pickle errors, EOF on truncated files
@@ -68,7 +72,8 @@ def _umask() -> int:
 
 
 def is_pretrained(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE))
+    """A folder with a config.json and a model.safetensors (a run folder has a config.json too)."""
+    return all(os.path.isfile(os.path.join(path, f)) for f in (CONFIG_FILE, WEIGHTS_FILE))
 
 
 def save_pretrained(folder: str, model_type: str, config: dict, state_dict: dict, extra: dict | None = None) -> None:
@@ -78,8 +83,9 @@ def save_pretrained(folder: str, model_type: str, config: dict, state_dict: dict
     from . import __version__
     os.makedirs(folder, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in tensors.values() if v.is_floating_point()})
-    meta = {"model_type": model_type, **config, **(extra or {}), "torch_dtype": "/".join(dtypes),
+    floats = [str(v.dtype).replace("torch.", "") for v in tensors.values() if v.is_floating_point()]
+    meta = {"model_type": model_type, **config, **(extra or {}),
+            "torch_dtype": max(set(floats), key=floats.count) if floats else None,
             "minivar_version": __version__}
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{WEIGHTS_FILE}")
     try:

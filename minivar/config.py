@@ -40,10 +40,6 @@ def setting(default=MISSING, doc: str = "", *, factory=None, choices: tuple = ()
     return dataclasses.field(default=default, metadata=meta)
 
 
-def doc(cls, name: str) -> str:
-    return next(f.metadata.get("doc", "") for f in dataclasses.fields(cls) if f.name == name)
-
-
 def field_types(cls) -> dict[str, typing.Any]:
     """{field name: annotation}, with the string annotations of ``from __future__`` resolved."""
     return typing.get_type_hints(cls)
@@ -84,7 +80,7 @@ def type_name(kind) -> str:
     return name + (" or none" if optional else "")
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def parse_value(kind, value, name: str = "value"):
@@ -115,8 +111,8 @@ def parse_value(kind, value, name: str = "value"):
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if str(value).lower() in _TRUE + _FALSE:
-            return str(value).lower() in _TRUE
+        if str(value).lower() in TRUE_WORDS + FALSE_WORDS:
+            return str(value).lower() in TRUE_WORDS
         raise bad(" (true or false)")
     if kind is int:
         if isinstance(value, bool):

@@ -27,7 +27,7 @@ def test_every_verb_and_shown_option_is_in_the_readme_reference():
         assert f"minivar {name} --help" in text
         shown = {s for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
         hidden = {s for a in sub._actions if a.help == argparse.SUPPRESS for s in a.option_strings}
-        in_readme = set(re.findall(r"--[a-z0-9][a-z0-9_-]*", text))
+        in_readme = set(re.findall(r"--?[a-z0-9][a-z0-9_-]*", text))
         assert shown <= in_readme, f"{name}: {sorted(shown - in_readme)} missing; run python tools/cli_reference.py"
         assert not (hidden - shown) & in_readme
 

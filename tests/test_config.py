@@ -50,11 +50,17 @@ def test_an_older_flat_run_config_reads_as_the_nested_one():
     assert set(cfg.to_dict()) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def test_a_new_depth_re_derives_width_and_heads_unless_they_are_given():
-    assert (TrainConfig.from_dict({"depth": 8}).model.width, TrainConfig.from_dict({"depth": 8}).model.heads) == (512, 8)
+def test_a_new_depth_re_derives_width_heads_and_drop_path_unless_they_are_given():
+    m = TrainConfig.from_dict({"depth": 8}).model
+    assert (m.width, m.heads, m.drop_path) == (512, 8, pytest.approx(0.1 * 8 / 24))
     assert TrainConfig.from_dict({"depth": 8, "width": 128}).model.width == 128
-    stored = TrainConfig.from_dict({"depth": 2}).to_dict()  # a stored config is explicit
-    assert TrainConfig.from_dict({**stored, "steps": 5}).model.width == 128
+    # a stored config writes the derived values as 0 / -1, so reading it with another depth derives again
+    stored = TrainConfig.from_dict({"depth": 2}).to_dict()
+    assert (stored["model"]["width"], stored["model"]["heads"], stored["model"]["drop_path"]) == (0, 0, -1.0)
+    m = TrainConfig.from_dict({**stored, "depth": 6}).model
+    assert (m.width, m.heads, m.drop_path) == (384, 6, pytest.approx(0.1 * 6 / 24))
+    explicit = TrainConfig.from_dict({"depth": 2, "width": 96}).to_dict()
+    assert TrainConfig.from_dict({**explicit, "depth": 6}).model.width == 96
 
 
 def test_from_dict_names_the_key_and_the_fix():
@@ -66,6 +72,8 @@ def test_from_dict_names_the_key_and_the_fix():
         TrainConfig.from_dict({"compile": "maybe"})
     with pytest.raises(config.ConfigError, match="steps expects int, got 2.5"):
         TrainConfig.from_dict({"steps": 2.5})
+    with pytest.raises(config.ConfigError, match="vocab_size is set by the tokenizer"):
+        TrainConfig.from_dict({"vocab_size": 2})
     assert config.from_dict(TokenizerTrainConfig, {"time_limit_s": None}).time_limit_s is None
 
 
@@ -83,7 +91,10 @@ def test_train_options_are_generated_typed_and_accept_the_older_spellings():
     old = TrainConfig.from_dict(options.given(b, names["train"]))
     assert new == old
     assert (new.base_lr, new.betas, new.model.attn_l2_norm, new.model.width) == (0.01, (0.8, 0.9), False, 192)
-    assert set(names["train"]) == {f.name for f in dataclasses.fields(TrainConfig) if f.name != "model"} | set(MODEL_FIELDS)
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+    assert set(names["train"]) == train_fields | set(MODEL_FIELDS)
+    c, _ = parse(["train", "--out", "x", "--compile", "true", "--attn-l2-norm", "false"])  # the earlier switch form
+    assert (c.compile, c.attn_l2_norm) == (True, False)
 
 
 def test_help_shows_types_defaults_and_meanings_but_not_the_hidden_spellings(capsys, monkeypatch):
@@ -115,27 +126,23 @@ def test_version_and_the_console_script(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith(f"minivar {__version__}")
-    import tomllib
-    scripts = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))["project"]["scripts"]
-    assert scripts == {"minivar": "minivar.cli.main:main"}
+    pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
+    assert '[project.scripts]\nminivar = "minivar.cli.main:main"' in pyproject
     p = subprocess.run([sys.executable, "-m", "minivar", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0 and p.stdout.startswith("minivar ")
 
 
-def test_tokenizer_options_change_the_preset_field_by_field(tmp_path):
-    from minivar.cli import tokenizer_run
+def test_tokenizer_options_change_the_preset_field_by_field(tmp_path, monkeypatch):
+    from minivar.cli import main as cli_main
     seen = {}
-    real = tokenizer_run.train_tokenizer_in_folder
+    real = cli_main.train_tokenizer_in_folder
 
     def spy(out, data_name, data_path, preset, cfg, tcfg, **kw):
         seen.update(cfg=cfg, tcfg=tcfg)
         return real(out, data_name, data_path, preset, cfg, tcfg, **kw)
-    tokenizer_run.train_tokenizer_in_folder = spy
-    try:
-        main(["train-tokenizer", "--out", str(tmp_path / "t"), "--data", "synthetic", "--vocab-size", "32",
-              "--steps", "2", "--batch-size", "4", "--betas", "0.6", "0.95", "--quiet"])
-    finally:
-        tokenizer_run.train_tokenizer_in_folder = real
+    monkeypatch.setattr(cli_main, "train_tokenizer_in_folder", spy)
+    main(["train-tokenizer", "--out", str(tmp_path / "t"), "--data", "synthetic", "--vocab-size", "32",
+          "--steps", "2", "--batch-size", "4", "--betas", "0.6", "0.95", "--quiet"])
     from minivar.tokenizer import TOKENIZER_PRESETS
     assert seen["cfg"] == dataclasses.replace(TOKENIZER_PRESETS["tiny16"], vocab_size=32)
     assert (seen["tcfg"].steps, seen["tcfg"].batch_size, seen["tcfg"].betas) == (2, 4, (0.6, 0.95))

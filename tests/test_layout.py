@@ -8,9 +8,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "minivar")
 
 # layer of each top-level part of the package; a module may import only parts of lower layers
-# (and its own part); "__version__" is the string in minivar/__init__.py. The one allowed upward import: the model's generate / edit -> sample.
+# (and its own part); "__version__" is the string in minivar/__init__.py. The one allowed upward
+# import: the model's generate / edit -> sample.
 LAYERS = {
-    "scales": 0, "config": 0, "checkpoints": 0, "__version__": 0, "environment": 0, "data": 0, "viz": 0, "kernels": 0, "fast": 0,
+    "scales": 0, "config": 0, "checkpoints": 0, "__version__": 0, "environment": 0, "data": 0, "viz": 0,
+    "kernels": 0, "fast": 0,
     "tokenizer": 1, "models": 2, "official": 3, "loading": 4, "sample": 4,
     "training": 5, "evaluation": 5, "teaching": 6, "cli": 7, "__main__": 8, "__init__": 0,
 }

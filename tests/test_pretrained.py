@@ -114,3 +114,37 @@ def test_sample_from_the_committed_pretrained_demo_weights(tmp_path):
     png = str(tmp_path / "g.png")
     main(["sample", "--model", os.path.join(W, "var"), "--per-class", "1", "--png", png])
     assert os.path.getsize(png) > 0
+
+
+def test_a_folder_of_the_wrong_kind_is_named_with_the_right_option(tmp_path, capsys):
+    torch.manual_seed(0)
+    tok = str(tmp_path / "tokenizer.pt")
+    VQVAE(VAE_CFG).save(tok)
+    run, shared = str(tmp_path / "run"), str(tmp_path / "shared")
+    main(["train", "--out", run, "--tokenizer", tok, "--data", "synthetic", "--depth", "1", "--width", "32",
+          "--heads", "2", "--d-state", "8", "--mamba-headdim", "16", "--batch-size", "8", "--micro-batch", "8",
+          "--steps", "1", "--quiet"])
+    main(["export", "--run", run, "--out", shared])
+    other = VQVAE(TokenizerConfig(image_size=16, ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, attn_lowest=False,
+                                  z_channels=8, vocab_size=32, patch_nums=(1, 2, 3, 4)))
+    other.save(str(tmp_path / "other.pt"))
+    cases = [
+        (["sample", "--model", shared], "holds the save_pretrained folders mvar, tokenizer: pass one of them"),
+        (["sample", "--model", run], "is a run folder: pass it as --run"),
+        (["sample", "--run", os.path.join(shared, "mvar")], "is a save_pretrained folder: pass it as --model"),
+        (["sample", "--model", os.path.join(shared, "tokenizer")], "not a 'minivar-transformer'"),
+        (["sample", "--model", os.path.join(shared, "mvar"), "--checkpoint", "x.pt"], "--checkpoint goes with --run"),
+        (["sample", "--run", run, "--tokenizer", str(tmp_path / "other.pt")], "does not fit the model (V=64"),
+        (["sample", "--run", run, "--model", os.path.join(shared, "mvar")], "pass one of --run"),
+        (["eval", "--model", os.path.join(shared, "mvar")], "needs --out"),
+        (["eval", "--model", os.path.join(run, "model.pt"), "--out", str(tmp_path / "e.json")],
+         "does not say which data it was trained on"),
+        (["export", "--run", run, "--out", shared], "already exists"),
+        (["train", "--out", str(tmp_path / "r2"), "--tokenizer", str(tmp_path)], "is a folder, not a checkpoint file"),
+    ]
+    for argv, needle in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert isinstance(e.value.code, str) and e.value.code.startswith("error: ") and needle in e.value.code, \
+            (argv, e.value.code)
+    assert not os.path.exists(tmp_path / "e.json") and not os.path.exists(tmp_path / "r2")

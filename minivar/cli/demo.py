@@ -101,10 +101,9 @@ def run_demo(out: str, minutes: float | None = None, quiet: bool = False, recipe
           f"token accuracy {last.get('acc', float('nan')) * 100:.1f}% (per scale "
           f"{[round(a, 2) for a in last.get('scale_acc', [])]})")
     print("\n 3. class-conditional samples and metrics")
-    png = runs.sample_grid(argparse.Namespace(run=run, model=None, checkpoint=None, per_class=8, cfg=1.5, top_k=0,
-                                              top_p=0.0, seed=0, png=os.path.join(out, "samples.png")))
-    report = runs.evaluate(argparse.Namespace(run=run, model=None, checkpoint=None, per_class=recipe.eval_per_class,
-                                              cfg=1.5, top_k=0, top_p=0.0, seeds="0", out=None,
+    source = dict(run=run, model=None, tokenizer=None, checkpoint=None, cfg=1.5, top_k=0, top_p=0.0)
+    png = runs.sample_grid(argparse.Namespace(**source, per_class=8, seed=0, png=os.path.join(out, "samples.png")))
+    report = runs.evaluate(argparse.Namespace(**source, per_class=recipe.eval_per_class, seeds="0", out=None,
                                               classifier=os.path.join(out, "classifier_digits16.pt")))
     verdict = demo_verdict(report, recipe, cap, tok_steps=tok_hist[-1]["step"], steps=last["step"])
     report["demo"] = verdict

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shutil
 import sys
 import textwrap
 
@@ -51,7 +52,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*a, allow_abbrev=False, **kw)
 
     def parse_args(self, args=None, namespace=None):
-        args = options.split_commas(list(sys.argv[1:] if args is None else args), self)
+        args = options.older_forms(list(sys.argv[1:] if args is None else args), self)
         ns, extra = self.parse_known_args(args, namespace)
         if extra:
             sub = getattr(ns, "_parser", self)
@@ -62,7 +63,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def _verb(sub, name: str, help_: str, example: str, description: str = ""):
-    text = textwrap.fill(description or help_[:1].upper() + help_[1:] + ".", 96)
+    width = min(96, shutil.get_terminal_size().columns - 2)
+    text = textwrap.fill(description or help_[:1].upper() + help_[1:] + ".", width)
     p = sub.add_parser(name, help=help_, description=text, epilog=f"example:\n  {example}")
     p.set_defaults(_parser=p)
     return p
@@ -73,7 +75,7 @@ def demo_parser(sub) -> None:
     d = _verb(sub, "demo", "tokenizer + M-VAR on digits, a sample grid and metrics (about 5 min on 2 cores)",
               "minivar demo --out runs/demo")
     d.add_argument("--out", default="runs/demo", help="folder of the demo's runs [default: runs/demo]")
-    d.add_argument("--minutes", type=float, default=None,
+    d.add_argument("--minutes", type=float, default=None, metavar="FLOAT",
                    help="cap on the training time in minutes (default: none; the recipe is fixed in steps, "
                    "and a capped run that misses the pass mark exits with an error)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -89,7 +91,8 @@ def tokenizer_parser(sub) -> dict:
     t.add_argument("--data_path", dest="data_path", help=argparse.SUPPRESS)
     t.add_argument("--preset", default="tiny16", choices=sorted(TOKENIZER_PRESETS),
                    help="the tokenizer's architecture; the TokenizerConfig options below change it [default: tiny16]")
-    t.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit) [default: 0]")
+    t.add_argument("--minutes", type=float, default=0.0, metavar="FLOAT",
+                   help="stop after this many minutes (0: no limit) [default: 0]")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     return {"train": options.add_options(t, TokenizerTrainConfig, skip=("time_limit_s",),
                                          title="training (TokenizerTrainConfig)"),
@@ -116,13 +119,16 @@ def _model_source(s, name: str) -> None:
     s.add_argument("--model", help="a folder written by save_pretrained / `export` (config.json + "
                    "model.safetensors), or a model.pt")
     s.add_argument("--checkpoint", help="with --run: this model file instead of RUN/model.pt")
-    s.add_argument("--per-class", type=int, default=8 if name == "sample" else 20,
+    s.add_argument("--per-class", type=int, default=8 if name == "sample" else 20, metavar="INT",
                    help=f"samples per class [default: {8 if name == 'sample' else 20}]")
-    s.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance strength: the logits mix "
+    s.add_argument("--cfg", type=float, default=1.5, metavar="FLOAT",
+                   help="classifier-free guidance strength: the logits mix "
                    "(1 + t) cond - t uncond with t rising linearly over the scales to this value (0: no "
                    "guidance) [default: 1.5]")
-    s.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all) [default: 0]")
-    s.add_argument("--top-p", type=float, default=0.0, help="then from the smallest set whose probability "
+    s.add_argument("--top-k", type=int, default=0, metavar="INT",
+                   help="sample from the k most likely tokens (0: all) [default: 0]")
+    s.add_argument("--top-p", type=float, default=0.0, metavar="FLOAT",
+                   help="then from the smallest set whose probability "
                    "reaches p (0: off) [default: 0]")
 
 
@@ -132,15 +138,17 @@ def sample_parser(sub) -> None:
     _model_source(s, "sample")
     s.add_argument("--official", help="an official VAR / M-VAR checkpoint (var_d16.pth, d16.pth, ...); needs "
                    "--tokenizer")
-    s.add_argument("--tokenizer", help="the tokenizer to decode with: vae_ch160v4096z32.pth for --official, or any "
-                   "minivar tokenizer (default for --run / --model: the one they name)")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (batch b of --png-dir uses seed + b) [default: 0]")
-    s.add_argument("--png", help="output PNG (default: samples/sample_cfg<cfg>_seed<seed>.png in the run folder, "
-                   "or in the current folder for --model / --official)")
+    s.add_argument("--tokenizer", help="the tokenizer to decode with: vae_ch160v4096z32.pth for --official; for --run / "
+                   "--model it replaces the one they name")
+    s.add_argument("--seed", type=int, default=0, metavar="INT",
+                   help="sampling seed (batch b of --png-dir uses seed + b) [default: 0]")
+    s.add_argument("--png", help="output PNG (default: samples/sample_cfg<cfg>_seed<seed>.png in the run "
+                   "folder, or in the current folder for --model / --official)")
     s.add_argument("--png-dir", help="write one PNG per sample here instead of a grid (ImageNet protocol: "
                    "--per-class 50 --cfg 1.5 --top-k 900 --top-p 0.96)")
     s.add_argument("--npz", help="with --png-dir: also pack the PNGs into this npz (arr_0, for `fid`)")
-    s.add_argument("--batch-size", type=int, default=250, help="images per sampling batch [default: 250]")
+    s.add_argument("--batch-size", type=int, default=250, metavar="INT",
+                   help="images per sampling batch [default: 250]")
     s.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast on CUDA [default: none]")
     s.add_argument("--decode-bf16", action="store_true", help="decode images in bf16 (approximate: pixels move "
                    "by about 1e-2; faster on CPUs with AMX / AVX512-BF16)")
@@ -175,7 +183,8 @@ def fid_parser(sub) -> None:
     f.add_argument("--ref", required=True, help="reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")
     f.add_argument("--inception", required=True, help="pt_inception-2015-12-05-6726825d.pth (hash-checked)")
     f.add_argument("--out", help="JSON report (N, the files' SHA-256, every setting)")
-    f.add_argument("--batch-size", type=int, default=200, help="images per Inception batch [default: 200]")
+    f.add_argument("--batch-size", type=int, default=200, metavar="INT",
+                   help="images per Inception batch [default: 200]")
     f.add_argument("--device", help="default: cuda when available, else cpu")
 
 
@@ -189,8 +198,8 @@ def reconstruct_parser(sub) -> None:
     r.add_argument("--png-dir", required=True, help="one PNG per reconstruction")
     r.add_argument("--npz", help="also pack the reconstructions into this npz (arr_0)")
     r.add_argument("--orig-npz", help="also write the centre-cropped originals (the rFID reference) here")
-    r.add_argument("--batch-size", type=int, default=50, help="images per batch [default: 50]")
-    r.add_argument("--limit", type=int, default=0, help="first N images per class (0: all) [default: 0]")
+    r.add_argument("--batch-size", type=int, default=50, metavar="INT", help="images per batch [default: 50]")
+    r.add_argument("--limit", type=int, default=0, metavar="INT", help="first N images per class (0: all) [default: 0]")
 
 
 def build_parser() -> tuple[Parser, dict]:

@@ -5,9 +5,10 @@ Each field declared with ``minivar.config.setting`` becomes one option: ``--base
 by ``minivar.config`` (the same code that reads JSON configs, so a file and a flag fail with the
 same message). Booleans are switches (``--compile`` / ``--no-compile``), two-number tuples take
 two values (``--betas 0.9 0.95``). The underscore spelling of every option (``--base_lr``) and
-the older value forms (``--betas 0.9,0.95``, ``--attn_l2_norm false``) are accepted but not shown.
+the older value forms (``--betas 0.9,0.95``, ``--attn_l2_norm false``) are accepted but not shown;
+``older_forms`` rewrites them before parsing.
 
-``split_commas`` rewrites that older tuple form before parsing. Options default to "not given": ``given(args, cls)`` returns only what the user typed, so a
+Options default to "not given": ``given(args, names)`` returns only what the user typed, so a
 config file, a resumed run or a preset underneath keeps its own values.
 
 Why argparse and not a library (tyro, jsonargparse): the options need two things those make
@@ -40,19 +41,32 @@ def _nargs(kind):
     return "+" if args[-1] is Ellipsis else len(args)
 
 
-def split_commas(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """The earlier form of a tuple option, ``--betas 0.9,0.95``, as ``--betas 0.9 0.95``."""
-    tuples = {s for a in _all_actions(parser) if a.nargs not in (None, 0, "?", "*") and a.option_strings
-              for s in a.option_strings}
-    out = []
-    for i, tok in enumerate(argv):
+def older_forms(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """The option forms of earlier versions rewritten into today's: a tuple with commas
+    (``--betas 0.9,0.95`` -> ``--betas 0.9 0.95``) and a switch with a value (``--compile true`` ->
+    ``--compile``, ``--attn_l2_norm false`` -> ``--no-attn_l2_norm``)."""
+    actions = list(_all_actions(parser))
+    tuples = {s for a in actions if a.nargs not in (None, 0, "?", "*") and a.option_strings for s in a.option_strings}
+    switches = {s for a in actions if isinstance(a, argparse.BooleanOptionalAction) for s in a.option_strings
+                if not s.startswith("--no-")}
+    words = {**{w: True for w in config.TRUE_WORDS}, **{w: False for w in config.FALSE_WORDS}}
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
         key, eq, val = tok.partition("=")
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
         if key in tuples and eq and "," in val:
             out += [key, *val.split(",")]
         elif i and argv[i - 1] in tuples and "," in tok:
             out += tok.split(",")
+        elif key in switches and eq and val.lower() in words:
+            out.append(key if words[val.lower()] else "--no-" + key[2:])
+        elif tok in switches and nxt is not None and nxt.lower() in words:
+            out.append(tok if words[nxt.lower()] else "--no-" + tok[2:])
+            i += 1
         else:
             out.append(tok)
+        i += 1
     return out
 
 
@@ -111,9 +125,9 @@ def add_option(group, f: dataclasses.Field, kind, default: str) -> None:
     if inner is bool:
         group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=help_.replace("bool; ", ""))
-        if "_" in name:  # the earlier form took a value: --attn_l2_norm false
-            group.add_argument("--" + name, dest=name, metavar="BOOL", default=argparse.SUPPRESS,
-                               help=argparse.SUPPRESS)
+        if "_" in name:
+            group.add_argument("--" + name, dest=name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return
     metavar = "{" + ",".join(choices) + "}" if choices else config.type_name(inner).split()[0].upper()
     if inner is str and not choices:

@@ -28,7 +28,9 @@ from . import sources
 from .sources import RunError
 
 # fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
-RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every"}
+# (and the model's two settings that do not change its results: attention backend, scan chunk)
+RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every",
+                     "model.attn_backend", "model.mamba_chunk"}
 
 
 def write_json(path: str, obj) -> None:
@@ -226,7 +228,7 @@ def get_classifier(name: str, size: int, path: str | None, seed: int = 0, epochs
 
 
 def evaluate(args) -> dict:
-    if getattr(args, "official", None) or (getattr(args, "model", None) and not args.out):
+    if args.model and not args.out:
         raise RunError("eval --model needs --out REPORT.json (a pretrained folder is not a run folder)")
     model, vae, files = sources.load_for_sampling(args)
     d = sources.data_of(args)

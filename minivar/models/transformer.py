@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import config, fast, scales
-from ..checkpoints import load_pretrained, load_weights, save_pretrained
+from ..checkpoints import CheckpointError, is_pretrained, load_pretrained, load_weights, save_pretrained
 from ..config import setting
 from ..fast.head_loss import linear_cross_entropy
 from .attention import BACKENDS
@@ -79,12 +79,18 @@ class ModelConfig:
                                     "as in VAR) or 'official' (M-VAR's released init: left at init_adaln)",
                                     choices=("small", "official"))
 
+    @staticmethod
+    def size_rules(depth: int) -> dict:
+        """What width, heads and drop_path become when left at 0 / -1 (the papers' rules)."""
+        return {"width": 64 * depth, "heads": depth, "drop_path": 0.1 * depth / 24}
+
     def __post_init__(self):
         self.patch_nums = scales.validate(self.patch_nums)
-        self.width = self.width or 64 * self.depth
-        self.heads = self.heads or self.depth
+        rules = self.size_rules(self.depth)
+        self.width = self.width or rules["width"]
+        self.heads = self.heads or rules["heads"]
         if self.drop_path < 0:
-            self.drop_path = 0.1 * self.depth / 24
+            self.drop_path = rules["drop_path"]
         if self.mixer not in ("var", "mvar"):
             raise ValueError(f"mixer must be 'var' or 'mvar', got {self.mixer!r}")
         if self.width % self.heads:
@@ -160,14 +166,23 @@ class NextScaleTransformer(nn.Module):
             extra["tokenizer"] = os.path.relpath(os.path.abspath(tokenizer), os.path.abspath(folder))
         if training:
             extra["training"] = training
-        save_pretrained(folder, PRETRAINED_TYPE, config.to_dict(self.config), self.state_dict(), extra)
+        if tokenizer and not is_pretrained(tokenizer):
+            raise ValueError(f"tokenizer {tokenizer} is not a save_pretrained folder; save it first "
+                             "(vae.save_pretrained(path))")
+        # the attention backend is a property of the machine that runs the model, not of the model
+        fields = {**config.to_dict(self.config), "attn_backend": "auto"}
+        save_pretrained(folder, PRETRAINED_TYPE, fields, self.state_dict(), extra)
 
     @classmethod
-    def from_pretrained(cls, folder: str) -> "NextScaleTransformer":
-        """A model from a ``save_pretrained`` folder (weights cast to float32), in eval mode."""
+    def from_pretrained(cls, folder: str, **overrides) -> "NextScaleTransformer":
+        """A model from a ``save_pretrained`` folder (weights cast to float32), in eval mode.
+        ``overrides`` replace config fields that do not change the weights, e.g. ``attn_backend="sdpa"``."""
         meta, state_dict = load_pretrained(folder, PRETRAINED_TYPE)
         fields = {k: v for k, v in meta.items() if k not in PRETRAINED_EXTRAS}
-        model = cls(config.from_dict(ModelConfig, fields, where="config.json: "))
+        try:
+            model = cls(config.from_dict(ModelConfig, {**fields, **overrides}))
+        except config.ConfigError as e:
+            raise CheckpointError(f"{os.path.join(folder, 'config.json')}: {e}") from None
         load_weights(model, state_dict, folder)
         return model.eval()
 

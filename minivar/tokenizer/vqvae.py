@@ -12,6 +12,7 @@ Official VAR checkpoints are read by ``minivar.official.load_vae``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import torch
@@ -232,7 +233,10 @@ class VQVAE(nn.Module):
     def from_pretrained(cls, folder: str) -> "VQVAE":
         """A tokenizer from a ``save_pretrained`` folder (weights cast to float32), in eval mode."""
         meta, state_dict = load_pretrained(folder, PRETRAINED_TYPE)
-        vae = cls(config.from_dict(TokenizerConfig, meta, where="config.json: "))
+        try:
+            vae = cls(config.from_dict(TokenizerConfig, meta))
+        except config.ConfigError as e:
+            raise CheckpointError(f"{os.path.join(folder, 'config.json')}: {e}") from None
         load_weights(vae, state_dict, folder)
         return vae.eval()
 

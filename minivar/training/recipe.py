@@ -37,16 +37,20 @@ TRAIN_MODEL = {"mixer": "mvar", "depth": 4, "num_classes": 0, "d_state": 16, "ma
 @dataclass
 class TrainConfig:
     """One training run of the transformer: the data, the model (a ``ModelConfig``), the recipe and
-    the run folder's bookkeeping. ``from_dict`` also reads the flat configs of earlier versions."""
+    the run folder's bookkeeping. ``from_dict`` also reads the flat configs of earlier versions.
+
+    ``TrainConfig.from_dict({"depth": 6, "steps": 500})`` starts from the training defaults (a small
+    M-VAR, classes from the data) as the command line does; ``TrainConfig(model=ModelConfig(...))``
+    takes the given ModelConfig as it is (whose own defaults are VAR-d16 for ImageNet)."""
     data: str = setting("digits", "dataset name (see minivar.data.DATASETS)", group="data")
     data_path: str = setting("", "folder of the fashion / emoji / imagefolder files ('': the default place)",
                              group="data")
     tokenizer: str = setting("", "tokenizer to encode the images with: a tokenizer.pt written by `train-tokenizer`, "
                              "a folder written by save_pretrained, or the official vae_ch160v4096z32.pth",
                              group="data")
-    val_fraction: float = setting(0.1, "fraction of the images held out for evaluation, in [0, 1)", group="data")
-    split_seed: int = setting(0, "seed of the held-out split (a property of the data, not of the run; the "
-                              "tokenizer's training uses the same split)", group="data")
+    val_fraction: float = setting(0.1, "fraction of the images held out for evaluation, in [0, 1) (train-tokenizer "
+                                  "holds out the same 0.1 with split seed 0)", group="data")
+    split_seed: int = setting(0, "seed of the held-out split: a property of the data, not of the run", group="data")
     model: ModelConfig = setting(doc="the transformer; vocab_size, z_channels and patch_nums come from the "
                                  "tokenizer", factory=lambda: ModelConfig(**TRAIN_MODEL), raw=TRAIN_MODEL)
     steps: int = setting(1000, "optimizer steps", group="optimisation")
@@ -105,6 +109,9 @@ class TrainConfig:
         """A config from a JSON object, on top of ``base``. Model fields may also stand at the top
         level, as in the flat configs of earlier versions and as the command line gives them."""
         values = dict(values)
+        for k in BOUND_FIELDS:
+            if k in values:
+                raise config.ConfigError(f"{k} is set by the tokenizer; remove it from the config")
         flat = {k: values.pop(k) for k in list(values) if k in MODEL_FIELDS}
         if flat:
             nested = values.get("model", {})
@@ -112,11 +119,18 @@ class TrainConfig:
         return config.from_dict(cls, values, base)
 
     def to_dict(self) -> dict:
-        return config.to_dict(self)
+        """The config as JSON. Model fields that follow the size rules of their depth are written
+        as 0 / -1 (derived), so a file read with another ``--depth`` derives them again."""
+        d = config.to_dict(self)
+        for k, v in ModelConfig.size_rules(self.model.depth).items():
+            if d["model"][k] == v:
+                d["model"][k] = -1.0 if k == "drop_path" else 0
+        return d
 
 
 # the ModelConfig fields a training config sets (the rest come from the tokenizer)
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if not f.metadata.get("bound"))
+BOUND_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.metadata.get("bound"))
 
 
 class TrainingDiverged(RuntimeError):

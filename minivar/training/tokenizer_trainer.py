@@ -43,7 +43,7 @@ class TokenizerTrainConfig:
                                   "uniform rate 1 / V")
     ema: float = setting(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0: off); the "
                          "trained model then holds the averaged weights")
-    seed: int = setting(0, "seed of the image order")
+    seed: int = setting(0, "seed of the image order (train-tokenizer also seeds the initial weights with it)")
     log_every: int = setting(50, "log every this many steps")
     time_limit_s: float | None = setting(None, "stop early after this many seconds (none: no limit)")
 
