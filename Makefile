@@ -21,7 +21,7 @@ OS          := $(shell uname -s)
 # only einops (the test stubs the rest).
 MAMBA_REF   := mamba-ssm==2.3.2.post1 einops==0.8.2
 
-.PHONY: install demo test test-fast lab student notebooks bench clean data-fashion data-emoji
+.PHONY: install demo test test-fast lab student notebooks bench clean clean-runs data-fashion data-emoji
 
 # The numbered notebooks: jupytext py:percent sources (NN_*.py) paired with executed NN_*.ipynb.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -94,5 +94,10 @@ data-emoji: $(STAMP)
 	  || { echo "could not install ruby-gemojione; pass --data-path DIR holding index.json and png/"; exit 1; }
 	$(PYTHON) -c "from minivar import data; x, y = data.load('emoji', 32); print('emoji ready:', len(x), 'images,', int(y.max()) + 1, 'categories')"
 
+# `clean` removes what the Makefile built, never a run; `clean-runs` removes every run under runs/
+# (the demo's and your own), and only when asked for by name.
 clean:
-	rm -rf $(VENV) build *.egg-info runs
+	rm -rf $(VENV) build *.egg-info
+
+clean-runs:
+	rm -rf runs

@@ -9,12 +9,24 @@ that reads or writes a file; it imports nothing of minivar but its version strin
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not locked there
+    fcntl = None
+
+
+TMP_PREFIX, LOCK_FILE = ".tmp-", ".lock"
 
 
 class CheckpointError(RuntimeError):
@@ -36,18 +48,121 @@ def safe_load(path, map_location="cpu"):
                               "corrupt or truncated: download or write it again") from None
 
 
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
+class DiskFullError(OSError):
+    """The device ran out of space while minivar wrote a file; the earlier files are intact."""
+
+    def __init__(self, path: str):
+        super().__init__(errno.ENOSPC, f"no space left on device while writing {path}; free some space, "
+                         "then run the command again (with --resume where it has one)", path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    # torch.save reports a full disk as a RuntimeError from its zip writer
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "file write failed" in str(e)
+
+
+def fsync_folder(folder: str) -> None:
+    """Make a rename inside ``folder`` survive a power loss (where the OS allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write) -> None:
+    """``write(tmp_path)``, fsync, rename to ``path``, fsync the folder: a crash or a power loss leaves
+    the old file or the new one, never half of one. The file follows the umask like any other; a
+    full disk raises DiskFullError and leaves ``path`` as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.splitext(path)[1])
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
+        fsync_folder(folder)
+    except (OSError, RuntimeError) as e:
+        if _is_disk_full(e):
+            raise DiskFullError(path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save through ``atomic_write``."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_json(obj, path: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    atomic_write(path, write)
+
+
+def clean_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files a killed writer left in ``folder`` (call with the folder locked)."""
+    gone = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith(TMP_PREFIX):
+            os.remove(os.path.join(folder, name))
+            gone.append(name)
+    return gone
+
+
+# ---------------------------------------------------------------------- locks
+class FolderLocked(RuntimeError):
+    """Another process writes into the folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str, what: str):
+    """An OS-level lock on ``folder`` (``flock`` on ``folder/.lock``), held while the block runs and
+    released when it ends or the process dies. A second writer gets FolderLocked naming the holder.
+    Such locks are not reliable on some network file systems."""
+    os.makedirs(folder, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    path = os.path.join(folder, LOCK_FILE)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FolderLocked(f"{folder} is in use by {holder}; wait for it to finish or stop it, or choose "
+                               "another folder") from None
+        try:  # the holder before us may have removed the file after we opened it: then take the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({what}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
+        yield
+    finally:
+        os.remove(path)  # still locked: nobody else can hold this file now
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def sha256_file(path: str) -> str:
@@ -87,18 +202,8 @@ def save_pretrained(folder: str, model_type: str, config: dict, state_dict: dict
     meta = {"model_type": model_type, **config, **(extra or {}),
             "torch_dtype": max(set(floats), key=floats.count) if floats else None,
             "minivar_version": __version__}
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{WEIGHTS_FILE}")
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.chmod(tmp, 0o666 & ~_umask())  # readable as the user's other files are
-        os.replace(tmp, os.path.join(folder, WEIGHTS_FILE))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{CONFIG_FILE}")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(folder, CONFIG_FILE))
+    atomic_write(os.path.join(folder, WEIGHTS_FILE), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_json(meta, os.path.join(folder, CONFIG_FILE))
 
 
 def load_pretrained(folder: str, model_type: str) -> tuple[dict, dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -25,19 +26,76 @@ class ConfigError(ValueError):
     """A config file or option that names an unknown key or holds a value of the wrong type."""
 
 
+class FieldError(ConfigError):
+    """A bad value of one field: ``str(e)`` is "NAME DETAIL"; ``e.message(option)`` says the same of
+    the command-line option that set it."""
+
+    def __init__(self, name: str, detail: str):
+        self.name, self.detail = name, detail
+        super().__init__(f"{name} {detail}")
+
+    def message(self, name: str) -> str:
+        return f"{name} {self.detail}"
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.split(".")[-1].replace("_", "-")
+
+
+class RangeError(FieldError):
+    """A number outside its field's range (or not finite)."""
+
+    def __init__(self, name: str, value, rule: str, doc: str = ""):
+        self.value, self.rule = value, rule
+        super().__init__(name, f"must be {rule}, got {value!r}" + (f" ({doc})" if doc else ""))
+
+
 def setting(default=MISSING, doc: str = "", *, factory=None, choices: tuple = (), group: str = "",
-            bound: str = "", raw: dict | None = None):
+            bound: str = "", raw: dict | None = None, at_least=None, above=None, below=None, at_most=None):
     """A documented dataclass field.
 
+    ``at_least`` / ``above`` / ``below`` / ``at_most``: the range of a number (each number of a
+    tuple); floats must also be finite. ``check_ranges`` enforces them.
     ``choices``: the allowed values of a str field. ``group``: a heading for the command line's help.
     ``bound``: what sets the field instead of the user (e.g. "tokenizer"); such fields are not
     options. ``raw``: for a nested config, the keyword arguments its default was built from, so
     that an override of one field re-derives the others (a new ``depth`` gives a new default width).
     """
-    meta = {"doc": doc, "choices": tuple(choices), "group": group, "bound": bound, "raw": raw}
+    meta = {"doc": doc, "choices": tuple(choices), "group": group, "bound": bound, "raw": raw,
+            "range": (at_least, above, below, at_most)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def range_text(at_least=None, above=None, below=None, at_most=None) -> str:
+    """'>= 1', '> 0', 'in [0, 1)', ... (empty when there is no bound)."""
+    lo = f"[{at_least}" if at_least is not None else f"({above}" if above is not None else None
+    hi = f"{below})" if below is not None else f"{at_most}]" if at_most is not None else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if lo[0] == "[" else "> ") + lo[1:]
+    if hi:
+        return ("< " if hi[-1] == ")" else "<= ") + hi[:-1]
+    return ""
+
+
+def check_ranges(obj) -> None:
+    """RangeError for the first field of ``obj`` outside its declared range or not finite."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        bounds = f.metadata.get("range") or (None,) * 4
+        for x in value if isinstance(value, tuple) else (value,):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            at_least, above, below, at_most = bounds
+            ok = (math.isfinite(x) and (at_least is None or x >= at_least) and (above is None or x > above)
+                  and (below is None or x < below) and (at_most is None or x <= at_most))
+            if not ok:
+                rule = range_text(*bounds)
+                rule = f"a finite number {rule}".strip() if not math.isfinite(x) else rule
+                raise RangeError(f.name, value, rule, f.metadata.get("doc", ""))
 
 
 def field_types(cls) -> dict[str, typing.Any]:
@@ -90,7 +148,7 @@ def parse_value(kind, value, name: str = "value"):
         return None
 
     def bad(why: str = ""):
-        return ConfigError(f"{name} expects {type_name(kind)}, got {value!r}{why}")
+        return FieldError(name, f"expects {type_name(kind)}, got {value!r}{why}")
 
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
@@ -171,7 +229,7 @@ def from_dict(cls, values: dict, base=None, where: str = "", nested: bool = Fals
             kwargs[key] = parse_value(kind, value, f"{where}{key}")
             choices = f.metadata.get("choices")
             if choices and kwargs[key] not in choices:
-                raise ConfigError(f"{where}{key} must be one of {', '.join(choices)}, got {value!r}")
+                raise FieldError(f"{where}{key}", f"must be one of {', '.join(choices)}, got {value!r}")
     try:
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except ConfigError:

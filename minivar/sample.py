@@ -18,6 +18,8 @@ caches are typed, ``minivar.models.caches``); the tokenizer through ``vae.next_i
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -56,8 +58,8 @@ def sample_top_k_top_p(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
 
 def _check_args(model, labels_B, cfg, top_k, top_p):
     model.check_labels(labels_B)
-    if cfg < 0:
-        raise ValueError(f"cfg must be >= 0 (0 = no guidance), got {cfg}")
+    if not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg must be a finite number >= 0 (0 = no guidance), got {cfg}")
     if not 0.0 <= top_p <= 1.0:
         raise ValueError(f"top_p must be in [0, 1] (0 = off), got {top_p}")
     if top_k < 0 or int(top_k) != top_k:

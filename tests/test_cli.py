@@ -27,11 +27,13 @@ def tok(tmp_path_factory):
 
 
 def fails(argv, capsys=None) -> str:
+    """The error line of a command that must fail: its exit message, or argparse's last stderr line."""
     with pytest.raises(SystemExit) as e:
         main(argv)
+    assert e.value.code not in (0, None)
     msg = e.value.code if isinstance(e.value.code, str) else ""
     if capsys is not None:
-        msg += capsys.readouterr().err
+        msg += capsys.readouterr().err.strip().splitlines()[-1] if not msg else ""
     return msg
 
 
@@ -83,19 +85,25 @@ def test_missing_or_corrupt_tokenizer(tmp_path):
     assert not os.path.exists(out)
 
 
-def test_run_folder_of_another_run_is_refused_unless_overwrite(tok, tmp_path):
+def test_a_run_of_another_kind_is_never_replaced_and_overwrite_keeps_other_files(tok, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"kind": "train-tokenizer"}))
     before = (out / "config.json").read_bytes()
-    assert "already holds a run" in fails(["train", "--out", str(out), "--tokenizer", tok, *TINY])
-    assert (out / "config.json").read_bytes() == before
-    assert "not a transformer run" in fails(["train", "--out", str(out), "--tokenizer", tok, "--resume", *TINY])
-    assert (out / "config.json").read_bytes() == before
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert "holds a train-tokenizer run, not a train run" in fails(
+            ["train", "--out", str(out), "--tokenizer", tok, *extra, *TINY])
+        assert sorted(os.listdir(out)) == ["config.json"] and (out / "config.json").read_bytes() == before
+    (out / "config.json").unlink()
+    main(["train", "--out", str(out), "--tokenizer", tok, *TINY])
+    (out / "notes.txt").write_text("mine")
+    assert "already holds a train run" in fails(["train", "--out", str(out), "--tokenizer", tok, *TINY])
     main(["train", "--out", str(out), "--tokenizer", tok, "--overwrite", *TINY])
-    assert json.loads((out / "config.json").read_text())["kind"] == "train"
-    # resuming may extend the run but not change its recipe
-    assert "cannot change ['base_lr']" in fails(["train", "--out", str(out), "--resume", "--base_lr", "1"])
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite replaces the run's own files only
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["kind"] == "train" and "metrics.jsonl" in stored["files"]
+    # resuming may extend the run (and lower the lr) but not change the rest of its recipe
+    assert "cannot change ['weight_decay']" in fails(["train", "--out", str(out), "--resume", "--weight_decay", "1"])
     main(["train", "--out", str(out), "--resume", "--steps", "3", "--quiet"])
     recs = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["step"] == 3
@@ -187,10 +195,10 @@ def test_demo_rejects_a_time_cap_that_is_not_one(tmp_path, minutes):
 
 @pytest.mark.parametrize("verb,extra", [("train-tokenizer", []), ("train", ["--tokenizer", "TOK", *TINY])])
 @pytest.mark.parametrize("minutes", ["-1", "nan"])
-def test_train_rejects_a_negative_or_nan_time_limit(tok, tmp_path, verb, extra, minutes):
+def test_train_rejects_a_negative_or_nan_time_limit(tok, tmp_path, verb, extra, minutes, capsys):
     out = tmp_path / "run"
     extra = [tok if a == "TOK" else a for a in extra]
-    msg = fails([verb, "--out", str(out), *extra, "--minutes", minutes])
+    msg = fails([verb, "--out", str(out), *extra, "--minutes", minutes], capsys)
     assert msg.startswith("error: ") and "minutes" in msg and "no limit" in msg
     assert not out.exists()
 

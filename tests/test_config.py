@@ -104,7 +104,8 @@ def test_help_shows_types_defaults_and_meanings_but_not_the_hidden_spellings(cap
     text = capsys.readouterr().out
     assert "--base-lr FLOAT" in text and "--base_lr" not in text
     assert "--betas FLOAT FLOAT" in text and "default: 0.9 0.95" in text
-    assert "(0: 64 x depth, the papers' size rule) [int; default: 0]" in " ".join(text.split())
+    assert "(0: 64 x depth, the papers' size rule) [int >= 0; default: 0]" in " ".join(text.split())
+    assert "--grad-clip FLOAT" in text and "[float > 0; default: 2.0]" in " ".join(text.split())
     assert "``" not in text and "--attn-l2-norm, --no-attn-l2-norm" in text
     for f in dataclasses.fields(TrainConfig):
         if f.name != "model":

@@ -16,7 +16,8 @@ from ..tokenizer.vqvae import TOKENIZER_PRESETS, VQVAE
 from ..training.recipe import TrainConfig
 from ..training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 from . import runs
-from .tokenizer_run import prepare_run_dir, train_tokenizer_in_folder
+from .folders import prepare_run_dir, run_record
+from .tokenizer_run import train_tokenizer_in_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +68,8 @@ def run_demo(out: str, minutes: float | None = None, quiet: bool = False, recipe
     recipe = recipe or DemoRecipe()
     cap = check_minutes(minutes)
     t0 = time.time()
-    prepare_run_dir(out, "demo", overwrite=True)
+    prepare_run_dir(out, "demo", overwrite=True)  # replaces an earlier demo's files, and nothing else
+    runs.write_json(os.path.join(out, "config.json"), run_record("demo", recipe=dataclasses.asdict(recipe)))
     tok_dir, run = os.path.join(out, "tokenizer"), os.path.join(out, "mvar")
     cfg = TrainConfig.from_dict(dict(data="digits", tokenizer=os.path.join(tok_dir, "tokenizer.pt"), mixer="mvar",
                                      depth=4, width=128, heads=4, drop_path=0.0, steps=recipe.steps, batch_size=32,
@@ -90,12 +92,12 @@ def run_demo(out: str, minutes: float | None = None, quiet: bool = False, recipe
     tcfg = TokenizerTrainConfig(steps=recipe.tok_steps, batch_size=32, lr=3e-4, seed=recipe.seed,
                                 time_limit_s=cap * shares[0] * 60 if cap else None)
     tok_hist = train_tokenizer_in_folder(tok_dir, "digits", None, "tiny16", TOKENIZER_PRESETS["tiny16"], tcfg,
-                                         quiet=quiet, overwrite=True)
+                                         quiet=quiet)
     print("\n 2. an M-VAR transformer (depth 4, width 128: intra-scale attention + Mamba2) on the "
           "token indices, encoded once")
     cfg = dataclasses.replace(cfg, minutes=cap * shares[1] if cap else 0.0)
-    prepare_run_dir(run, "train", overwrite=True)
-    runs.write_json(os.path.join(run, "config.json"), {"kind": "train", "train": cfg.to_dict()})
+    prepare_run_dir(run, "train")
+    runs.write_json(os.path.join(run, "config.json"), run_record("train", train=cfg.to_dict()))
     last = runs.train_in_folder(cfg, run, progress=not quiet)
     print(f"trained {last['step']} steps in {last['seconds']:.0f} s: loss {last.get('loss', float('nan')):.3f}, "
           f"token accuracy {last.get('acc', float('nan')) * 100:.1f}% (per scale "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 
 from .. import config
@@ -120,7 +121,9 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple = (), default_
 def add_option(group, f: dataclasses.Field, kind, default: str) -> None:
     name, flag = f.name, "--" + f.name.replace("_", "-")
     choices = f.metadata.get("choices") or ()
-    help_ = f"{f.metadata.get('doc', '')} [{config.type_name(kind)}; default: {default}]".replace("%", "%%")
+    rule = config.range_text(*(f.metadata.get("range") or ()))
+    kind_text = config.type_name(kind) + (f" {rule}" if rule else "")
+    help_ = f"{f.metadata.get('doc', '')} [{kind_text}; default: {default}]".replace("%", "%%")
     inner = config._unwrap_optional(kind)[0]
     if inner is bool:
         group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -147,3 +150,73 @@ def given(args: argparse.Namespace, names: list[str]) -> dict:
             v = getattr(args, n)
             out[n] = " ".join(v) if isinstance(v, list) else v
     return out
+
+
+# ---------------------------------------------------------------------- types of the hand-written options
+def number(kind=int, hint: str = "", **bounds):
+    """An argparse type: an int / float within ``bounds`` (as in ``minivar.config.setting``), finite;
+    ``hint`` is added to the error."""
+    rule = config.range_text(**bounds)
+
+    def parse(text: str):
+        try:
+            value = config.parse_value(kind, text)
+        except config.ConfigError:
+            raise argparse.ArgumentTypeError(f"expects {kind.__name__}, got {text!r}") from None
+        at_least, above = bounds.get("at_least"), bounds.get("above")
+        below, at_most = bounds.get("below"), bounds.get("at_most")
+        ok = (value == value and abs(value) != float("inf") and (at_least is None or value >= at_least)
+              and (above is None or value > above) and (below is None or value < below)
+              and (at_most is None or value <= at_most))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {'a finite number ' if kind is float else ''}{rule}, "
+                                             f"got {text}" + (f" ({hint})" if hint else ""))
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def int_list(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2] (whole numbers >= 0)."""
+    try:
+        values = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects comma-separated whole numbers such as 0,1,2, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expects numbers >= 0, got {text!r}")
+    return values
+
+
+def existing_file(text: str) -> str:
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the file")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file to be written: not a folder, in a folder that exists and is writable."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder of {text} does not exist; create it first")
+    return _writable_place(text, folder)
+
+
+def output_folder(text: str) -> str:
+    """A folder to be written into: a folder, or a path that can be made."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return _writable_place(text, os.path.abspath(text))
+
+
+def _writable_place(text: str, folder: str) -> str:
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is not writable")
+    return text

@@ -7,12 +7,12 @@ an official VAR / M-VAR checkpoint instead of a run, and shares its batches over
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import numpy as np
 import torch
+from PIL import Image
 import torch.distributed as dist
 
 from .. import data, environment, viz
@@ -20,7 +20,7 @@ from ..evaluation import fid, metrics
 from ..models.transformer import NextScaleTransformer
 from ..loading import load_tokenizer
 from ..tokenizer.vqvae import VQVAE
-from ..checkpoints import CheckpointError
+from ..checkpoints import CheckpointError, atomic_json
 from ..training.recipe import TrainConfig, TrainingDiverged, model_config_for
 from ..training.tokenizer_trainer import evaluate_tokenizer
 from ..training.trainer import train
@@ -28,16 +28,14 @@ from . import sources
 from .sources import RunError
 
 # fields that may differ when a run is resumed (``steps`` also moves the end of the lr schedule)
-# (and the model's two settings that do not change its results: attention backend, scan chunk)
-RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every",
+# (the model's two settings that do not change its results: attention backend, scan chunk; and
+# base_lr, the way to continue a diverged run, with a note that the run is no longer a replay)
+RESUME_MAY_CHANGE = {"steps", "minutes", "log_every", "ckpt_every", "keep_last", "sample_every", "base_lr",
                      "model.attn_backend", "model.mamba_chunk"}
 
 
 def write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    atomic_json(obj, path)
 
 
 def init_distributed() -> tuple[int, int]:
@@ -146,10 +144,9 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
     packed into an ``arr_0`` npz. Batch b uses seed ``seed + b``; the file order is class-major.
 
     Under torchrun every rank takes batches b = rank, rank + W, ... (same images as one process); a
-    batch whose PNGs all exist is skipped, so a stopped run continues. The settings go to
+    batch whose PNGs all read back whole is skipped, so a stopped run continues. The settings go to
     ``folder/sampling.json`` and beside the npz (``samples.json``), where ``fid`` picks them up.
     """
-    from PIL import Image
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     os.makedirs(folder, exist_ok=True)
     device = model.pos_1LC.device
@@ -158,7 +155,7 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
     t0, done = time.time(), 0
     for b, start in enumerate(range(0, len(labels), batch_size)):
         idx = range(start, min(start + batch_size, len(labels)))
-        if b % world != rank or all(os.path.exists(name(i)) for i in idx):
+        if b % world != rank or all(png_ok(name(i)) for i in idx):
             continue
         with _autocast(amp, device):
             x = model.generate(labels[start:idx.stop], cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + b, vae=vae)
@@ -181,7 +178,32 @@ def sample_to_folder(model, vae, folder: str, per_class: int, cfg: float, top_k:
     return len(labels)
 
 
+def png_ok(path: str) -> bool:
+    """The PNG exists and reads back whole (a batch cut short by a crash or a full disk is redone)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def sample_target(args) -> tuple[str | None, str]:
+    """The folder `sample` writes into and locks: --png-dir, or the run folder for the default grid
+    (an explicit --png is one file, written atomically, and locks nothing)."""
+    if getattr(args, "png_dir", None):
+        return args.png_dir, "minivar sample"
+    return (args.run if args.run and not args.png else None), "minivar sample"
+
+
+def eval_target(args) -> tuple[str | None, str]:
+    """The run folder `eval` writes eval.json into (None with --out)."""
+    return (None if args.out else args.run), "minivar eval"
+
+
 def sample_grid(args) -> str:
+    if getattr(args, "npz", None) and not args.png_dir:
+        raise RunError("--npz goes with --png-dir (it packs the PNGs written there)")
     model, vae, files = sources.load_for_sampling(args)
     info = {k: sources.file_info(f) for k, f in files.items()}
     rank, _ = init_distributed()
@@ -213,7 +235,10 @@ def get_classifier(name: str, size: int, path: str | None, seed: int = 0, epochs
     """The frozen feature network of a dataset: loaded from ``path`` or trained once and cached."""
     path = path or os.path.join("runs", "classifiers", f"{name}-{size}px-seed{seed}.pt")
     if os.path.exists(path):
-        clf, info = metrics.load_classifier(path)
+        try:
+            clf, info = metrics.load_classifier(path)
+        except CheckpointError as e:
+            raise RunError(str(e)) from None
         return clf, {**info, "path": path}
     (tx, ty), (vx, vy) = data.splits(name, size, 0.1, seed, data_path)
     t0 = time.time()
@@ -235,7 +260,7 @@ def evaluate(args) -> dict:
     size = vae.config.image_size
     (tx, ty), (vx, vy) = data.splits(d["data"], size, d["val_fraction"], d["split_seed"], d["data_path"] or None)
     clf, clf_info = get_classifier(d["data"], size, args.classifier, data_path=d["data_path"] or None)
-    seeds = [int(s) for s in str(args.seeds).split(",")]
+    seeds = args.seeds if isinstance(args.seeds, list) else [int(s) for s in str(args.seeds).split(",")]
     # N = per_class x classes held-out images (or all), taken class by class in turn; the samples get
     # exactly their labels, so real and generated sets share one class histogram even when the data
     # are imbalanced (emoji), and equal per-class counts where they are balanced

@@ -1,44 +1,25 @@
 """The `train-tokenizer` verb: a tokenizer trained in a run folder, with its report.
 
 The folder gets config.json (the data, the preset, the ``TokenizerConfig`` and the
-``TokenizerTrainConfig``), metrics.jsonl, tokenizer.pt, metrics.json (held-out PSNR and codebook
-use per scale) and reconstructions.png.
+``TokenizerTrainConfig``), metrics.jsonl, ckpt/step_*.pt (every ``ckpt_every`` steps and when a
+time limit stops the run; ``--resume`` continues exactly), tokenizer.pt, metrics.json (held-out
+PSNR and codebook use per scale) and reconstructions.png.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 import time
 
 import torch
 
 from .. import config, data, viz
+from ..checkpoints import atomic_json
 from ..tokenizer.vqvae import TokenizerConfig, VQVAE
 from ..training.tokenizer_trainer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
-
-RUN_FILES = ("config.json", "metrics.jsonl", "model.pt", "tokens.pt", "ckpt", "samples", "eval.json")
-
-
-def prepare_run_dir(out: str, kind: str, overwrite: bool, resume: bool = False) -> None:
-    """Create ``out``; refuse a folder that already holds a run unless --resume / --overwrite."""
-    cfg_path = os.path.join(out, "config.json")
-    if os.path.exists(cfg_path) and not (overwrite or resume):
-        with open(cfg_path) as f:
-            prev = json.load(f).get("kind")
-        if prev != kind or kind != "demo":
-            sys.exit(f"error: {out} already holds a run ({prev}); pass --resume to continue it, "
-                     "--overwrite to replace it, or choose another --out")
-    if overwrite and not resume:
-        for name in RUN_FILES:
-            p = os.path.join(out, name)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
-    os.makedirs(out, exist_ok=True)
-
+from ..training.trainer import checkpoint_paths, newest_checkpoint, save_checkpoint, trim_log
+from .folders import prepare_run_dir, run_record
+from .sources import RunError
 
 def report_tokenizer(vae: VQVAE, val_x: torch.Tensor, out: str, seconds: float) -> dict:
     ev = evaluate_tokenizer(vae, val_x)
@@ -62,29 +43,43 @@ def report_tokenizer(vae: VQVAE, val_x: torch.Tensor, out: str, seconds: float) 
 
 def train_tokenizer_in_folder(out: str, data_name: str, data_path: str | None, preset: str, cfg: TokenizerConfig,
                               tcfg: TokenizerTrainConfig, quiet: bool = False, overwrite: bool = False,
-                              kind: str = "train-tokenizer") -> list[dict]:
+                              resume: bool = False) -> list[dict]:
     """Train ``VQVAE(cfg)`` on the training split of ``data_name`` (the split `train` uses too) in
-    ``out``; returns the log records."""
+    ``out``, with checkpoints in ``out/ckpt``; ``resume`` continues from the newest one that loads,
+    exactly. Returns the log records of this sitting."""
     torch.manual_seed(tcfg.seed)
     (tx, _), (vx, _) = data.splits(data_name, cfg.image_size, 0.1, 0, data_path)
-    prepare_run_dir(out, kind, overwrite)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"kind": kind, "data": data_name, "data_path": data_path, "preset": preset,
-                   "tokenizer": config.to_dict(cfg), "train": config.to_dict(tcfg)}, f, indent=1)
+    prepare_run_dir(out, "train-tokenizer", overwrite, resume)
+    found = newest_checkpoint(out) if resume else None
+    if resume and found is None:
+        if checkpoint_paths(out):
+            raise RunError(f"no checkpoint in {os.path.join(out, 'ckpt')} can be read; start again with --overwrite")
+        print("no checkpoint yet: starting from step 0")
+    atomic_json(run_record("train-tokenizer", data=data_name, data_path=data_path, preset=preset,
+                           tokenizer=config.to_dict(cfg), train=config.to_dict(tcfg)), os.path.join(out, "config.json"))
     vae = VQVAE(cfg)
     n_params = sum(p.numel() for p in vae.parameters())
     print(f"tokenizer '{preset}': {n_params / 1e6:.2f}M parameters, {cfg.image_size} px images, "
           f"scales {cfg.patch_nums}, V={cfg.vocab_size}; data '{data_name}': {len(tx)} train / {len(vx)} val")
     log_path = os.path.join(out, "metrics.jsonl")
-    open(log_path, "w").close()
+    if found is None:
+        open(log_path, "w").close()
+    else:
+        trim_log(log_path, found[1]["step"])
+        print(f"resumed from {found[0]} (step {found[1]['step']})")
 
     def log(rec):
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
     t0 = time.time()
-    hist = train_tokenizer(vae, tx, tcfg, progress=not quiet, log=log)
+    hist = train_tokenizer(vae, tx, tcfg, progress=not quiet, log=log, resume=found[1] if found else None,
+                           on_checkpoint=lambda state: save_checkpoint(out, state, keep_last=2))
     secs = time.time() - t0
-    print(f"trained {hist[-1]['step']} steps in {secs:.0f} s ({hist[-1]['img_per_s']:.0f} images/s)")
+    step = hist[-1]["step"] if hist else (found[1]["step"] if found else 0)
+    print(f"trained to step {step} of {tcfg.steps} in {secs:.0f} s"
+          + (f" ({hist[-1]['img_per_s']:.0f} images/s)" if hist else ""))
+    if step < tcfg.steps:
+        print(f"stopped early with a checkpoint; `minivar train-tokenizer --out {out} --resume` continues")
     report_tokenizer(vae, vx, out, secs)
     return hist

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoints import CheckpointError, atomic_save, safe_load
+from ..checkpoints import CheckpointError, atomic_save, load_weights, safe_load
 
 
 # ---------------------------------------------------------------------- Fréchet distance, KID, P/R
@@ -165,10 +165,11 @@ def save_classifier(clf: SmallCNN, path: str, **info) -> None:
 
 def load_classifier(path: str) -> tuple[SmallCNN, dict]:
     blob = safe_load(path)
-    if blob.get("kind") != "minivar-classifier":
-        raise CheckpointError(f"{path} is not a minivar feature classifier")
+    if not isinstance(blob, dict) or blob.get("kind") != "minivar-classifier":
+        raise CheckpointError(f"{path} is not a minivar feature classifier (those are written by `eval`, "
+                              "in runs/classifiers/)")
     clf = SmallCNN(blob["num_classes"], blob["width"], blob["feat_dim"])
-    clf.load_state_dict(blob["state_dict"])
+    load_weights(clf, blob["state_dict"], path)
     return clf.eval().requires_grad_(False), blob["info"]
 
 

@@ -44,35 +44,36 @@ class ModelConfig:
     ``depth`` unless given."""
     mixer: str = setting("var", "token mixer: 'var' (block-causal attention over all scales) or 'mvar' "
                          "(attention inside each scale + a Mamba2 across scales)", choices=("var", "mvar"))
-    depth: int = setting(16, "number of transformer blocks")
-    width: int = setting(0, "embedding width C (0: 64 x depth, the papers' size rule)")
-    heads: int = setting(0, "attention heads; must divide width (0: depth)")
-    mlp_ratio: float = setting(4.0, "hidden width of the feed-forward layer, as a multiple of width")
+    depth: int = setting(16, "number of transformer blocks", at_least=1)
+    width: int = setting(0, "embedding width C (0: 64 x depth, the papers' size rule)", at_least=0)
+    heads: int = setting(0, "attention heads; must divide width (0: depth)", at_least=0)
+    mlp_ratio: float = setting(4.0, "hidden width of the feed-forward layer, as a multiple of width", above=0)
     num_classes: int = setting(1000, "number of classes; class id num_classes is the null class used for "
-                               "guidance (in a training config: 0 = from the data)")
-    vocab_size: int = setting(4096, "codebook size V of the tokenizer", bound="tokenizer")
-    z_channels: int = setting(32, "codebook vector width Cv of the tokenizer", bound="tokenizer")
+                               "guidance (in a training config: 0 = from the data)", at_least=0)
+    vocab_size: int = setting(4096, "codebook size V of the tokenizer", bound="tokenizer", at_least=2)
+    z_channels: int = setting(32, "codebook vector width Cv of the tokenizer", bound="tokenizer", at_least=1)
     patch_nums: tuple[int, ...] = setting(doc="side of each scale's token map, coarse to fine", bound="tokenizer",
-                                          factory=lambda: scales.PRESETS["256"])
+                                          factory=lambda: scales.PRESETS["256"], at_least=1)
     attn_l2_norm: bool = setting(True, "cosine attention with a learned per-head temperature (VAR: on; the "
                                  "released M-VAR d16 / d20: off)")
     cond_drop: float = setting(0.1, "probability, in training, of replacing the label by the null class "
-                               "(what classifier-free guidance needs), in [0, 1)")
+                               "(what classifier-free guidance needs), in [0, 1)", at_least=0, below=1)
     drop_path: float = setting(-1.0, "stochastic-depth rate of the last block, rising linearly from 0 over the "
-                               "blocks (-1: 0.1 x depth / 24)")
-    norm_eps: float = setting(1e-6, "epsilon of the layer norms")
+                               "blocks (-1: 0.1 x depth / 24)", at_least=-1, below=1)
+    norm_eps: float = setting(1e-6, "epsilon of the layer norms", above=0)
     attn_backend: str = setting("auto", "attention implementation: 'auto' picks the fastest one tested equal "
                                 "to 'blocks' (see minivar/models/attention.py)",
                                 choices=BACKENDS)
-    d_state: int = setting(64, "M-VAR: Mamba2 state size N per head")
-    d_conv: int = setting(4, "M-VAR: Mamba2 causal-convolution width")
-    expand: int = setting(2, "M-VAR: Mamba2 inner width, as a multiple of width")
-    mamba_headdim: int = setting(64, "M-VAR: Mamba2 head dimension P; must divide expand x width")
-    mamba_chunk: int = setting(256, "M-VAR: chunk length of the Mamba2 scan (the same result for any value)")
-    init_adaln: float = setting(0.5, "initial scale of the AdaLN modulation weights")
+    d_state: int = setting(64, "M-VAR: Mamba2 state size N per head", at_least=1)
+    d_conv: int = setting(4, "M-VAR: Mamba2 causal-convolution width", at_least=1)
+    expand: int = setting(2, "M-VAR: Mamba2 inner width, as a multiple of width", at_least=1)
+    mamba_headdim: int = setting(64, "M-VAR: Mamba2 head dimension P; must divide expand x width", at_least=1)
+    mamba_chunk: int = setting(256, "M-VAR: chunk length of the Mamba2 scan (the same result for any value)",
+                               at_least=1)
+    init_adaln: float = setting(0.5, "initial scale of the AdaLN modulation weights", at_least=0)
     init_adaln_gamma: float = setting(1e-5, "initial scale of the AdaLN gates (VAR --alng: 1e-3 for d16 / d20, "
-                                      "1e-4 for d24, 1e-5 for d30)")
-    init_head: float = setting(0.02, "initial scale of the output head")
+                                      "1e-4 for d24, 1e-5 for d30)", at_least=0)
+    init_head: float = setting(0.02, "initial scale of the output head", at_least=0)
     # M-VAR's official init multiplies only the first 2C rows of ada_lin (gamma1, gamma2) by the
     # small gamma and leaves gamma3 (the FFN gate) at init_adaln = 0.5, likely by accident.
     mvar_gamma3_init: str = setting("small", "M-VAR's feed-forward gate at init: 'small' (like the other gates, "
@@ -85,6 +86,7 @@ class ModelConfig:
         return {"width": 64 * depth, "heads": depth, "drop_path": 0.1 * depth / 24}
 
     def __post_init__(self):
+        config.check_ranges(self)
         self.patch_nums = scales.validate(self.patch_nums)
         rules = self.size_rules(self.depth)
         self.width = self.width or rules["width"]

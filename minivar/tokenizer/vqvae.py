@@ -30,23 +30,24 @@ from .autoencoder import Decoder, Encoder
 class TokenizerConfig:
     """The multi-scale residual VQ autoencoder (VAR Sec. 3.3). The defaults are the official VAR
     tokenizer (vae_ch160v4096z32.pth, 256 px); ``TOKENIZER_PRESETS`` holds the CPU-sized ones."""
-    image_size: int = setting(256, "image side in pixels; a multiple of 2^(len(ch_mult) - 1)")
-    ch: int = setting(160, "base channel count of the encoder and decoder")
+    image_size: int = setting(256, "image side in pixels; a multiple of 2^(len(ch_mult) - 1)", at_least=1)
+    ch: int = setting(160, "base channel count of the encoder and decoder", at_least=1)
     ch_mult: tuple[int, ...] = setting((1, 1, 2, 2, 4), "channel multiplier per resolution level; "
-                                       "len(ch_mult) - 1 halvings of the image side")
-    num_res_blocks: int = setting(2, "residual blocks per encoder level (the decoder has one more)")
+                                       "len(ch_mult) - 1 halvings of the image side", at_least=1)
+    num_res_blocks: int = setting(2, "residual blocks per encoder level (the decoder has one more)", at_least=0)
     attn_lowest: bool = setting(True, "self-attention at the lowest resolution level")
     attn_mid: bool = setting(True, "self-attention in the middle block")
-    norm_groups: int = setting(32, "groups of the group norms; must divide every channel count")
-    dropout: float = setting(0.0, "dropout rate in the residual blocks")
-    z_channels: int = setting(32, "codebook vector width Cv")
-    vocab_size: int = setting(4096, "codebook size V")
+    norm_groups: int = setting(32, "groups of the group norms; must divide every channel count", at_least=1)
+    dropout: float = setting(0.0, "dropout rate in the residual blocks", at_least=0, below=1)
+    z_channels: int = setting(32, "codebook vector width Cv", at_least=1)
+    vocab_size: int = setting(4096, "codebook size V", at_least=2)
     patch_nums: tuple[int, ...] = setting(doc="side of each scale's token map, coarse to fine; the last one is "
-                                          "the latent side", factory=lambda: scales.PRESETS["256"])
-    num_phi: int = setting(4, "residual convolutions phi_k: 4 partially shared (official), 1 shared, 0 one per scale")
-    phi_ratio: float = setting(0.5, "mix of phi_k(h) and h: (1 - ratio) h + ratio phi_k(h)")
-    beta: float = setting(0.25, "commitment-loss weight")
-    quant_conv_ks: int = setting(3, "kernel size of the convolutions around the quantiser")
+                                          "the latent side", factory=lambda: scales.PRESETS["256"], at_least=1)
+    num_phi: int = setting(4, "residual convolutions phi_k: 4 partially shared (official), 1 shared, 0 one per scale",
+                           at_least=0)
+    phi_ratio: float = setting(0.5, "mix of phi_k(h) and h: (1 - ratio) h + ratio phi_k(h)", at_least=0, at_most=1)
+    beta: float = setting(0.25, "commitment-loss weight", at_least=0)
+    quant_conv_ks: int = setting(3, "kernel size of the convolutions around the quantiser", at_least=1)
 
     @property
     def downsample(self) -> int:
@@ -58,6 +59,7 @@ class TokenizerConfig:
 
     def __post_init__(self):
         self.ch_mult, self.patch_nums = tuple(self.ch_mult), tuple(self.patch_nums)
+        config.check_ranges(self)
         if self.image_size % self.downsample:
             raise ValueError(f"image_size {self.image_size} must be a multiple of the downsampling "
                              f"factor {self.downsample} (2^(len(ch_mult)-1))")

@@ -49,56 +49,55 @@ class TrainConfig:
                              "a folder written by save_pretrained, or the official vae_ch160v4096z32.pth",
                              group="data")
     val_fraction: float = setting(0.1, "fraction of the images held out for evaluation, in [0, 1) (train-tokenizer "
-                                  "holds out the same 0.1 with split seed 0)", group="data")
-    split_seed: int = setting(0, "seed of the held-out split: a property of the data, not of the run", group="data")
+                                  "holds out the same 0.1 with split seed 0)", group="data", at_least=0, below=1)
+    split_seed: int = setting(0, "seed of the held-out split: a property of the data, not of the run", group="data",
+                              at_least=0)
     model: ModelConfig = setting(doc="the transformer; vocab_size, z_channels and patch_nums come from the "
                                  "tokenizer", factory=lambda: ModelConfig(**TRAIN_MODEL), raw=TRAIN_MODEL)
-    steps: int = setting(1000, "optimizer steps", group="optimisation")
-    batch_size: int = setting(64, "images per optimizer step, all ranks together", group="optimisation")
+    steps: int = setting(1000, "optimizer steps", group="optimisation", at_least=1)
+    batch_size: int = setting(64, "images per optimizer step, all ranks together", group="optimisation", at_least=1)
     micro_batch: int = setting(16, "images per forward / backward pass; gradients are accumulated over "
                                "batch_size / micro_batch passes (on a CPU larger ones are slower per image)",
-                               group="optimisation")
+                               group="optimisation", at_least=1)
     base_lr: float = setting(1e-4, "learning rate per 256 images: lr = base_lr x batch_size / 256",
-                             group="optimisation")
-    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", group="optimisation")
-    weight_decay: float = setting(0.05, "AdamW weight decay of the weight matrices", group="optimisation")
+                             group="optimisation", above=0)
+    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", group="optimisation", at_least=0,
+                                         below=1)
+    weight_decay: float = setting(0.05, "AdamW weight decay of the weight matrices", group="optimisation", at_least=0)
     warmup_frac: float = setting(0.02, "fraction of the steps with a linear learning-rate warm-up",
-                                 group="optimisation")
+                                 group="optimisation", at_least=0, below=1)
     final_lr_frac: float = setting(0.01, "learning rate at the last step, as a fraction of the peak (VAR --wpe)",
-                                   group="optimisation")
+                                   group="optimisation", at_least=0, at_most=1)
     lr_schedule: str = setting("linear", "'linear': warm-up, then linear decay; 'var': VAR's lin0 (warm-up from "
                                "0.5% of the peak, hold the peak for 5% of the decay, then decay)",
                                choices=("linear", "var"), group="optimisation")
     final_weight_decay: float = setting(-1.0, "weight decay at the last step, reached on a cosine (VAR --twde; "
-                                        "-1: constant weight_decay)", group="optimisation")
-    grad_clip: float = setting(2.0, "gradient-norm clipping threshold", group="optimisation")
+                                        "-1: constant weight_decay)", group="optimisation", at_least=-1)
+    grad_clip: float = setting(2.0, "gradient-norm clipping threshold", group="optimisation", above=0)
     ema: float = setting(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0: off); "
-                         "sampling then uses the averaged weights", group="optimisation")
+                         "sampling then uses the averaged weights", group="optimisation", at_least=0, below=1)
     amp: str = setting("auto", "mixed precision: 'auto' (bf16, or fp16 with loss scaling, on CUDA; off on "
                        "CPU), 'none', 'bf16' or 'fp16'", choices=("auto", "none", "bf16", "fp16"),
                        group="optimisation")
     compile: bool = setting(False, "torch.compile the training forward pass (CUDA)", group="optimisation")
     seed: int = setting(0, "seed of the initial weights, the data order and the label / path dropout",
-                        group="optimisation")
-    log_every: int = setting(10, "append a record to metrics.jsonl every this many steps", group="run folder")
-    ckpt_every: int = setting(200, "write a checkpoint every this many steps (and at the end)", group="run folder")
-    keep_last: int = setting(2, "checkpoints kept in ckpt/ (older ones are deleted)", group="run folder")
+                        group="optimisation", at_least=0)
+    log_every: int = setting(10, "append a record to metrics.jsonl every this many steps", group="run folder",
+                             at_least=1)
+    ckpt_every: int = setting(200, "write a checkpoint every this many steps (and at the end)", group="run folder",
+                              at_least=1)
+    keep_last: int = setting(2, "checkpoints kept in ckpt/ (older ones are deleted)", group="run folder", at_least=1)
     minutes: float = setting(0.0, "stop with a checkpoint after this many minutes of training; --resume "
-                             "continues (0: no limit)", group="run folder")
+                             "continues (0: no limit)", group="run folder", at_least=0)
     sample_every: int = setting(0, "write a sample grid to samples/ every this many steps (0: only at the end)",
-                                group="run folder")
+                                group="run folder", at_least=0)
 
     def __post_init__(self):
+        config.check_ranges(self)
         if self.lr_schedule not in ("linear", "var"):
             raise ValueError(f"lr_schedule must be 'linear' or 'var', got {self.lr_schedule!r}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
-        if not math.isfinite(self.minutes) or self.minutes < 0:
-            raise ValueError(f"minutes {self.minutes} is not a time limit: give a positive number of minutes, "
-                             "or 0 for no limit")
-        for name in ("steps", "batch_size", "micro_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def lr(self) -> float:

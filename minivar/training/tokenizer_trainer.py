@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import config
 from ..config import setting
 from ..tokenizer.vqvae import VQVAE, check_images
 
@@ -28,24 +29,31 @@ from ..tokenizer.vqvae import VQVAE, check_images
 @dataclass
 class TokenizerTrainConfig:
     """The tokenizer's training recipe: AdamW with a linear warm-up and a cosine decay to 10%."""
-    steps: int = setting(3000, "optimizer steps")
-    batch_size: int = setting(32, "images per step")
-    lr: float = setting(3e-4, "peak learning rate")
-    betas: tuple[float, float] = setting((0.5, 0.9), "AdamW betas (beta1 beta2)")
-    weight_decay: float = setting(0.005, "AdamW weight decay of the weight matrices")
-    warmup_steps: int = setting(50, "steps of linear learning-rate warm-up")
-    l1_weight: float = setting(0.2, "weight of the L1 reconstruction loss")
-    l2_weight: float = setting(1.0, "weight of the squared-error reconstruction loss")
-    vq_weight: float = setting(1.0, "weight of the quantisation (codebook + commitment) loss")
-    grad_clip: float = setting(10.0, "gradient-norm clipping threshold")
-    reseed_every: int = setting(100, "re-seed unused codes every this many steps (0: never)")
+    steps: int = setting(3000, "optimizer steps", at_least=1)
+    batch_size: int = setting(32, "images per step", at_least=1)
+    lr: float = setting(3e-4, "peak learning rate", above=0)
+    betas: tuple[float, float] = setting((0.5, 0.9), "AdamW betas (beta1 beta2)", at_least=0, below=1)
+    weight_decay: float = setting(0.005, "AdamW weight decay of the weight matrices", at_least=0)
+    warmup_steps: int = setting(50, "steps of linear learning-rate warm-up", at_least=0)
+    l1_weight: float = setting(0.2, "weight of the L1 reconstruction loss", at_least=0)
+    l2_weight: float = setting(1.0, "weight of the squared-error reconstruction loss", at_least=0)
+    vq_weight: float = setting(1.0, "weight of the quantisation (codebook + commitment) loss", at_least=0)
+    grad_clip: float = setting(10.0, "gradient-norm clipping threshold", above=0)
+    reseed_every: int = setting(100, "re-seed unused codes every this many steps (0: never)", at_least=0)
     reseed_below: float = setting(0.03, "a code is unused when its hit rate is below this fraction of the "
-                                  "uniform rate 1 / V")
+                                  "uniform rate 1 / V", at_least=0)
     ema: float = setting(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0: off); the "
-                         "trained model then holds the averaged weights")
-    seed: int = setting(0, "seed of the image order (train-tokenizer also seeds the initial weights with it)")
-    log_every: int = setting(50, "log every this many steps")
-    time_limit_s: float | None = setting(None, "stop early after this many seconds (none: no limit)")
+                         "trained model then holds the averaged weights", at_least=0, below=1)
+    seed: int = setting(0, "seed of the image order (train-tokenizer also seeds the initial weights with it)",
+                        at_least=0)
+    log_every: int = setting(50, "log every this many steps", at_least=1)
+    ckpt_every: int = setting(500, "write a checkpoint every this many steps, and when a time limit stops the run "
+                              "(0: only then; needs a run folder)", at_least=0)
+    time_limit_s: float | None = setting(None, "stop early after this many seconds (none: no limit)", above=0)
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        config.check_ranges(self)
 
 
 def psnr(x, y) -> float:
@@ -89,14 +97,17 @@ def _lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
 
 
 def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig | None = None,
-                    progress: bool = True, log=None, stop_at: int = 0) -> list[dict]:
+                    progress: bool = True, log=None, stop_at: int = 0, on_checkpoint=None,
+                    resume: dict | None = None) -> list[dict]:
     """Train ``vae`` in place on ``images`` (N, 3, S, S) in [-1, 1]. Returns the logged history.
 
     ``stop_at`` > 0 stops after that many steps (the schedule still spans ``cfg.steps``), as
     ``time_limit_s`` does.
 
     ``log(record)`` is called every ``log_every`` steps with a dict (step, loss parts, psnr,
-    per-scale usage, re-seeded codes, images/s).
+    per-scale usage, re-seeded codes, images/s). ``on_checkpoint(state)`` is called every
+    ``ckpt_every`` steps and when the run stops early, with everything a later call needs to go on
+    exactly as if it had not stopped: pass that ``state`` back as ``resume``.
     """
     cfg = cfg or TokenizerTrainConfig()
     check_images(images[:cfg.batch_size], vae.config.image_size)
@@ -110,9 +121,22 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
     V = vae.config.vocab_size
     hits_V = torch.zeros(V)  # code hits since the last re-seed, all scales together
     window = None  # per-scale indices since the last log
-    history, t0, seen = [], time.time(), 0
+    history, t0, seen, first = [], time.time(), 0, 0
+    if resume is not None:
+        first, window, hits_V = resume["step"], resume["window"], resume["hits"]
+        vae.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        g.set_state(resume["generator"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
+
+    def state(step: int, window) -> dict:
+        return {"kind": "minivar-tokenizer-train", "step": step, "model": vae.state_dict(),
+                "optimizer": opt.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "generator": g.get_state(), "hits": hits_V.clone(), "window": window}
     vae.train()
-    bar = tqdm(range(cfg.steps), disable=not progress, desc="tokenizer", dynamic_ncols=True)
+    bar = tqdm(range(first, cfg.steps), disable=not progress, desc="tokenizer", dynamic_ncols=True,
+               initial=first, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
@@ -147,7 +171,12 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
                 hits_V.zero_()
         last = step == cfg.steps - 1
         out_of_time = (cfg.time_limit_s is not None and time.time() - t0 > cfg.time_limit_s) or step + 1 == stop_at
-        if (step + 1) % cfg.log_every == 0 or last or out_of_time:
+        due = cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0
+        regular_log = (step + 1) % cfg.log_every == 0 or last
+        # a stop's extra log record must not reset the usage window a resumed run goes on with
+        checkpoint = state(step + 1, None if regular_log else window) \
+            if on_checkpoint is not None and not last and (out_of_time or due) else None
+        if regular_log or out_of_time:
             usage, ppl = code_stats(window, V)
             rec_ = {"step": step + 1, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),
                     "vq": q.vq_loss.item(), "psnr": psnr(rec.detach(), x), "usage": usage,
@@ -158,6 +187,8 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
                             use0=f"{usage[0]:.2f}", uselast=f"{usage[-1]:.2f}")
             if log is not None:
                 log(rec_)
+        if checkpoint is not None:  # written after the log record of its step
+            on_checkpoint(checkpoint)
         if out_of_time:
             break
     bar.close()

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from .. import data as datasets
 from ..tokenizer.vqvae import VQVAE
-from ..checkpoints import atomic_save, safe_load
+from ..checkpoints import CheckpointError, atomic_save, safe_load
 
 
 @torch.no_grad()
@@ -40,9 +40,15 @@ def _cache_key(cfg) -> dict:
 
 
 def _cached(cache_path: str, key: dict):
+    """The cached tokens when they match ``key``; None when absent, stale or damaged (then they are
+    encoded again)."""
     if os.path.exists(cache_path):
-        blob = safe_load(cache_path)
-        if blob.get("key") == key:
+        try:
+            blob = safe_load(cache_path)
+        except CheckpointError as e:
+            print(f"{cache_path} is damaged ({e}); encoding the images again", flush=True)
+            return None
+        if isinstance(blob, dict) and blob.get("key") == key:
             return blob["train"], blob["train_y"], blob["val"], blob["val_y"]
     return None
 

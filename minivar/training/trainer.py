@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..checkpoints import atomic_save, safe_load
+from ..checkpoints import CheckpointError, atomic_save, safe_load
 from ..loading import load_tokenizer
 from ..models.losses import loss_stats
 from ..models.transformer import NextScaleTransformer
@@ -47,6 +47,36 @@ def checkpoint_paths(run_dir: str) -> list[str]:
     """Checkpoints of a run folder, oldest first."""
     paths = glob.glob(os.path.join(run_dir, "ckpt", "step_*.pt"))
     return sorted(paths, key=lambda p: int(re.findall(r"step_(\d+)", p)[-1]))
+
+
+def newest_checkpoint(run_dir: str, map_location="cpu") -> tuple[str, dict] | None:
+    """(path, contents) of the newest checkpoint that loads; the ones it skips (empty, truncated,
+    corrupt: a power loss or a full disk) are named with the reason. None when there is none."""
+    for path in reversed(checkpoint_paths(run_dir)):
+        try:
+            return path, safe_load(path, map_location)
+        except CheckpointError as e:
+            print(f"skipping {path}: {e}", flush=True)
+    return None
+
+
+def trim_log(path: str, step: int) -> None:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` (where a resumed run starts again). A
+    line that is not a whole record (a crash in mid-write) is dropped with a note."""
+    keep = []
+    lines = open(path).read().splitlines() if os.path.exists(path) else []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"dropping line {i + 1} of {path}: not a whole record ({line[:60]!r})", flush=True)
+            continue
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    with open(path, "w") as f:
+        f.write("".join(r + "\n" for r in keep))
 
 
 def save_checkpoint(run_dir: str, state: dict, keep_last: int) -> str:
@@ -133,14 +163,24 @@ def build(cfg: TrainConfig, run_dir: str) -> Run:
 
 # ---------------------------------------------------------------------- stage 2: resume / save
 def resume_from_checkpoint(run: Run) -> None:
-    """Continue from the newest checkpoint: weights, optimizer, schedule, scaler, EMA, RNG, step."""
-    paths = checkpoint_paths(run.run_dir)
-    if not paths:
+    """Continue from the newest checkpoint that loads: weights, optimizer, schedule, scaler, EMA,
+    RNG, step. A changed ``base_lr`` takes effect from here on."""
+    found = newest_checkpoint(run.run_dir, run.device)
+    if found is None:
+        if checkpoint_paths(run.run_dir):
+            raise CheckpointError(f"no checkpoint in {os.path.join(run.run_dir, 'ckpt')} can be read; start the run "
+                                  "again with --overwrite")
+        if run.rank == 0:
+            print("no checkpoint yet: starting from step 0")
         return
-    st = safe_load(paths[-1], run.device)
+    path, st = found
     run.model.load_state_dict(st["model"])
     run.opt.load_state_dict(st["optimizer"])
     run.sched.load_state_dict(st["scheduler"])
+    run.sched.base_lrs = [run.cfg.lr] * len(run.opt.param_groups)  # the stored ones are the old run's
+    for group in run.opt.param_groups:
+        group["initial_lr"] = run.cfg.lr
+        group["lr"] = run.cfg.lr * lr_lambda(run.cfg)(run.sched.last_epoch)  # as LambdaLR computes it
     run.scaler.load_state_dict(st["scaler"])
     if run.ema is not None and st.get("ema") is not None:
         run.ema.load_state_dict(st["ema"])
@@ -149,15 +189,7 @@ def resume_from_checkpoint(run: Run) -> None:
         torch.cuda.set_rng_state(st["rng"]["cuda"].cpu())
     run.step = st["step"]
     if run.rank == 0:
-        print(f"resumed from {paths[-1]} (step {run.step})")
-
-
-def trim_log(run: Run) -> None:
-    """Drop log records written after the step we (re)start from (rank 0)."""
-    old = open(run.log_path).read().splitlines() if os.path.exists(run.log_path) else []
-    keep = [r for r in old if r.strip() and json.loads(r).get("step", 0) <= run.step]
-    with open(run.log_path, "w") as f:
-        f.write("".join(r + "\n" for r in keep))
+        print(f"resumed from {path} (step {run.step})")
 
 
 def save(run: Run) -> str:
@@ -181,6 +213,21 @@ def export(run: Run) -> None:
                  "model": final.state_dict(), "step": run.step,
                  "tokenizer": os.path.relpath(os.path.abspath(run.cfg.tokenizer), os.path.abspath(run.run_dir))},
                 os.path.join(run.run_dir, "model.pt"))
+
+
+def weights_finite(run: Run) -> bool:
+    models = [run.model] + ([run.ema] if run.ema is not None else [])
+    return all(bool(torch.isfinite(p).all()) for m in models for p in m.parameters())
+
+
+def diverged(run: Run, what: str) -> TrainingDiverged:
+    """The error that stops a diverging run, with a command that continues it at a lower lr (no
+    checkpoint with non-finite weights is ever written, so --resume starts from a good one)."""
+    last = checkpoint_paths(run.run_dir)
+    where = (f"the newest checkpoint, {last[-1]}, holds finite weights; continue from it with a lower learning "
+             f"rate: minivar train --out {run.run_dir} --resume --base-lr {run.cfg.base_lr / 2:g}") if last else \
+        f"no checkpoint was written yet; start again with a lower learning rate (--base-lr {run.cfg.base_lr / 2:g})"
+    return TrainingDiverged(f"{what}; training stopped. {where}")
 
 
 # ---------------------------------------------------------------------- stage 3: one optimizer step
@@ -215,10 +262,7 @@ def optimizer_step(run: Run) -> tuple[dict, float]:
         K = len(run.model.config.patch_nums)
         stats = {"loss": t[0], "acc": t[1], "scale_loss": t[2:2 + K], "scale_acc": t[2 + K:]}
     if not math.isfinite(stats["loss"]):
-        last = checkpoint_paths(run.run_dir)
-        raise TrainingDiverged(f"loss became {stats['loss']} at step {step + 1}; stopped. The last good "
-                               f"checkpoint is {last[-1] if last else '(none yet)'}; resume from it with "
-                               f"--resume and a lower base_lr (now {cfg.base_lr})")
+        raise diverged(run, f"the loss became {stats['loss']} at step {step + 1}")
     run.scaler.unscale_(run.opt)
     gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip).item()
     run.opt.param_groups[0]["weight_decay"] = weight_decay_at(cfg, step)  # group 0: the decayed weights
@@ -261,7 +305,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     if resume:
         resume_from_checkpoint(run)
     if run.rank == 0:
-        trim_log(run)
+        trim_log(run.log_path, run.step)
         n_par = sum(p.numel() for p in run.model.parameters())
         mcfg, n_micro = run.model.config, -(-(cfg.batch_size // run.world) // cfg.micro_batch)
         print(f"{mcfg.mixer} depth {mcfg.depth} width {mcfg.width}: {n_par / 1e6:.2f}M parameters; "
@@ -284,6 +328,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
             if run.rank == 0 and (run.step % cfg.log_every == 0 or done):
                 rec = log_step(run, stats, gnorm, ips, eta, lines)
             if run.rank == 0 and (run.step % cfg.ckpt_every == 0 or done):
+                if not weights_finite(run):
+                    raise diverged(run, f"the weights are no longer finite after step {run.step} (not saved)")
                 save(run)
             if run.rank == 0 and on_sample is not None and ((cfg.sample_every and run.step % cfg.sample_every == 0) or done):
                 on_sample(run.ema if run.ema is not None else run.model, run.step)
