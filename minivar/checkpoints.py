@@ -118,8 +118,9 @@ def clean_temporaries(folder: str) -> list[str]:
     """Remove the temporary files a killed writer left in ``folder`` (call with the folder locked)."""
     gone = []
     for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        if name.startswith(TMP_PREFIX):
-            os.remove(os.path.join(folder, name))
+        path = os.path.join(folder, name)
+        if name.startswith(TMP_PREFIX) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
             gone.append(name)
     return gone
 
@@ -156,12 +157,29 @@ def folder_lock(folder: str, what: str):
             break
         os.close(fd)
     try:
+        os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({what}, since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
         yield
     finally:
-        os.remove(path)  # still locked: nobody else can hold this file now
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # still locked: nobody else can hold this file now
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_locked(folder: str) -> bool:
+    """Whether a process holds ``folder_lock`` on ``folder`` now."""
+    path = os.path.join(folder, LOCK_FILE)
+    if fcntl is None or not os.path.isfile(path):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
         os.close(fd)
 
 

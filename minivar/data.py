@@ -278,7 +278,7 @@ def load(name: str, size: int, path: str | None = None, **kw):
     if name not in DATASETS:
         raise DatasetMissingError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
     if path and name not in TAKES_PATH:
-        raise ValueError(f"dataset {name!r} takes no path (got {path!r})")
+        raise DatasetFormatError(f"dataset {name!r} takes no path (--data-path), got {path!r}; leave it out")
     if name in TAKES_PATH:
         kw["path"] = path or None
     return DATASETS[name](size=size, **kw)

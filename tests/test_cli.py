@@ -135,7 +135,7 @@ def test_sample_and_eval_verbs(tok, tmp_path, capsys):
     assert "FD-cls" in text and "N = 24" in text and "real-vs-real floor" in text
     rep = json.loads(open(os.path.join(out, "eval.json")).read())
     assert rep["seeds"] == [0, 1] and rep["sampling"]["cfg"] == 1.5 and "FID" in rep["note"]
-    assert "not a run folder" in fails(["sample", "--run", str(tmp_path / "nothing")])
+    assert "nothing does not exist; give the run folder" in fails(["sample", "--run", str(tmp_path / "nothing")])
 
 
 TINY_DEMO = dict(tok_steps=30, steps=8, eval_per_class=18)

@@ -103,6 +103,10 @@ BAD = [
     ("demo --out W/notes.txt", "argument --out: W/notes.txt is a file, not a folder"),
     ("demo --out R", "holds a train run, not a demo run"),
     ("export --run W/missing --out W/exp", "W/missing is not a run folder"),
+    ("sample --run W/run/model.pt", "--run W/run/model.pt is a file; give the run folder"),
+    ("eval --run W/typo/sub", "--run W/typo/sub does not exist"),
+    ("sample --run R --png-dir W/new/sub/pngs --tokenizer W/notes.txt", "corrupt or truncated"),  # fails when locked
+    ("train-tokenizer --out W/new/sub --data synthetic --steps 1 --data-path W/missing", "takes no path"),
 ]
 
 
@@ -169,6 +173,46 @@ def test_overwrite_replaces_a_demo_s_own_files_only(tmp_path):
     (demo / "my_notes.txt").unlink()
     folders.prepare_run_dir(str(demo), "demo", overwrite=True)
     assert os.listdir(demo) == []
+
+
+def test_overwrite_keeps_a_user_s_files_inside_the_run_s_own_folders(tmp_path):
+    run = tmp_path / "run"
+    folders.prepare_run_dir(str(run), "train")
+    (run / "config.json").write_text(json.dumps(folders.run_record("train")))
+    for name in ("ckpt/step_0000002.pt", "samples/step_0000002.png", "samples/mine/keep.png", "ckpt/NOTES.txt",
+                 "model.pt", "notes.txt"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "step_0000004.pt").write_text("ours")
+    (elsewhere / "theirs.txt").write_text("keep")
+    os.symlink(elsewhere, run / "eval.json")  # a link is removed as a link, never followed
+    folders.prepare_run_dir(str(run), "train", overwrite=True)
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    assert left == ["ckpt", "ckpt/NOTES.txt", "notes.txt", "samples", "samples/mine", "samples/mine/keep.png"]
+    assert sorted(os.listdir(elsewhere)) == ["step_0000004.pt", "theirs.txt"]
+
+
+def test_the_demo_refuses_to_replace_a_sub_run_another_command_writes(tmp_path):
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "config.json").write_text(json.dumps(folders.run_record("demo")))
+    (demo / "mvar").mkdir()
+    (demo / "mvar" / "config.json").write_text(json.dumps(folders.run_record("train")))
+    before = snapshot(demo)
+    with checkpoints.folder_lock(str(demo / "mvar"), "minivar train"):
+        with pytest.raises(folders.RunError, match="mvar is in use by another command"):
+            folders.prepare_run_dir(str(demo), "demo", overwrite=True)
+        assert {k: v for k, v in snapshot(demo).items() if k != "mvar/.lock"} == before
+
+
+def test_a_diverging_tokenizer_stops_with_advice_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["train-tokenizer", "--out", str(tmp_path / "t"), "--data", "synthetic", "--steps", "3",
+              "--batch-size", "4", "--lr", "1e30", "--warmup-steps", "0", "--quiet"])
+    assert e.value.code.startswith("error: the tokenizer loss became nan at step ")
+    assert "minivar train-tokenizer --out" in e.value.code and "--lr 5e+29" in e.value.code
 
 
 def test_make_clean_removes_no_run():
@@ -328,8 +372,11 @@ def test_train_tokenizer_resumes_exactly(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tok_train(part, "--steps", "6")
     monkeypatch.setattr(tokenizer_run, "save_checkpoint", real)
-    assert "cannot change ['lr']" in str(pytest.raises(SystemExit, main, ["train-tokenizer", "--out", str(part),
-                                                                          "--resume", "--lr", "1e-3"]).value.code)
+    for extra, needle in ((["--weight-decay", "0.1"], "cannot change ['weight_decay']"),
+                          (["--preset", "tiny32"], "cannot change --preset")):
+        with pytest.raises(SystemExit) as e:
+            main(["train-tokenizer", "--out", str(part), "--resume", *extra])
+        assert needle in e.value.code
     tok_train(part, "--resume")
     a, b = (torch.load(d / "tokenizer.pt", weights_only=True)["state_dict"] for d in (whole, part))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -16,7 +16,7 @@ from ..tokenizer.vqvae import TOKENIZER_PRESETS, VQVAE
 from ..training.recipe import TrainConfig
 from ..training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 from . import runs
-from .folders import prepare_run_dir, run_record
+from .folders import prepare_run_dir, run_record, writing
 from .tokenizer_run import train_tokenizer_in_folder
 
 
@@ -91,14 +91,16 @@ def run_demo(out: str, minutes: float | None = None, quiet: bool = False, recipe
     print("\n 1. a multi-scale residual VQ tokenizer on scikit-learn digits at 16 px (scales 1,2,3,4; V=256)")
     tcfg = TokenizerTrainConfig(steps=recipe.tok_steps, batch_size=32, lr=3e-4, seed=recipe.seed,
                                 time_limit_s=cap * shares[0] * 60 if cap else None)
-    tok_hist = train_tokenizer_in_folder(tok_dir, "digits", None, "tiny16", TOKENIZER_PRESETS["tiny16"], tcfg,
-                                         quiet=quiet)
+    with writing(tok_dir, "minivar demo"):
+        tok_hist = train_tokenizer_in_folder(tok_dir, "digits", None, "tiny16", TOKENIZER_PRESETS["tiny16"], tcfg,
+                                             quiet=quiet)
     print("\n 2. an M-VAR transformer (depth 4, width 128: intra-scale attention + Mamba2) on the "
           "token indices, encoded once")
     cfg = dataclasses.replace(cfg, minutes=cap * shares[1] if cap else 0.0)
-    prepare_run_dir(run, "train")
-    runs.write_json(os.path.join(run, "config.json"), run_record("train", train=cfg.to_dict()))
-    last = runs.train_in_folder(cfg, run, progress=not quiet)
+    with writing(run, "minivar demo"):
+        prepare_run_dir(run, "train")
+        runs.write_json(os.path.join(run, "config.json"), run_record("train", train=cfg.to_dict()))
+        last = runs.train_in_folder(cfg, run, progress=not quiet)
     print(f"trained {last['step']} steps in {last['seconds']:.0f} s: loss {last.get('loss', float('nan')):.3f}, "
           f"token accuracy {last.get('acc', float('nan')) * 100:.1f}% (per scale "
           f"{[round(a, 2) for a in last.get('scale_acc', [])]})")

@@ -95,10 +95,10 @@ def tokenizer_parser(sub) -> dict:
     t.add_argument("--out", required=True, type=options.output_folder, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    t.add_argument("--data", default="digits", choices=sorted(data.DATASETS), help="dataset [default: digits]")
+    t.add_argument("--data", choices=sorted(data.DATASETS), help="dataset [default: digits]")
     t.add_argument("--data-path", help="folder of the fashion / emoji / imagefolder files")
     t.add_argument("--data_path", dest="data_path", help=argparse.SUPPRESS)
-    t.add_argument("--preset", default="tiny16", choices=sorted(TOKENIZER_PRESETS),
+    t.add_argument("--preset", choices=sorted(TOKENIZER_PRESETS),
                    help="the tokenizer's architecture; the TokenizerConfig options below change it [default: tiny16]")
     t.add_argument("--minutes", type=options.number(float, hint="0: no limit", at_least=0), default=0.0,
                    metavar="FLOAT",
@@ -290,8 +290,9 @@ def run_train(args, names: list[str]) -> dict:
         return runs.train_in_folder(cfg, args.out, resume=args.resume, progress=not args.quiet)
 
 
-# what `train-tokenizer --resume` may change: how long it runs and how often it writes
-TOKENIZER_RESUME_MAY_CHANGE = {"steps", "log_every", "ckpt_every", "time_limit_s"}
+# what `train-tokenizer --resume` may change: how long it runs, how often it writes, and the lr (the
+# way to continue after a divergence; the run is then no longer a replay)
+TOKENIZER_RESUME_MAY_CHANGE = {"steps", "log_every", "ckpt_every", "time_limit_s", "lr"}
 
 
 def tokenizer_configs(args, names: dict):
@@ -300,11 +301,16 @@ def tokenizer_configs(args, names: dict):
     given_arch, given_train = options.given(args, names["arch"]), options.given(args, names["train"])
     stored = os.path.join(args.out, "config.json")
     if not (args.resume and os.path.isfile(stored)):
-        arch = config.from_dict(TokenizerConfig, given_arch, base=TOKENIZER_PRESETS[args.preset])
-        return args.data, args.data_path, args.preset, arch, config.from_dict(TokenizerTrainConfig, given_train)
+        preset = args.preset or "tiny16"
+        arch = config.from_dict(TokenizerConfig, given_arch, base=TOKENIZER_PRESETS[preset])
+        tcfg = config.from_dict(TokenizerTrainConfig, given_train)
+        return args.data or "digits", args.data_path, preset, arch, tcfg
     prev = config.read_json(stored)
     if prev.get("kind") != "train-tokenizer":
-        raise ConfigError(f"{args.out} holds a {prev.get('kind')} run, not a tokenizer run")
+        raise ConfigError(f"{args.out} holds a {prev.get('kind')} run, not a train-tokenizer run; choose another --out")
+    for option, value in (("data", args.data), ("preset", args.preset)):
+        if value is not None and value != prev.get(option):
+            raise ConfigError(f"--resume cannot change --{option} (the run used {prev.get(option)!r})")
     old_arch, old_train = (config.from_dict(TokenizerConfig, prev["tokenizer"]),
                            config.from_dict(TokenizerTrainConfig, prev["train"]))
     arch = config.from_dict(TokenizerConfig, given_arch, base=old_arch)
@@ -315,7 +321,10 @@ def tokenizer_configs(args, names: dict):
     if changed:
         raise ConfigError(f"--resume cannot change {changed} (an exact resume needs the same recipe); "
                           f"only {sorted(TOKENIZER_RESUME_MAY_CHANGE - {'time_limit_s'})} and --minutes may change")
-    return prev["data"], prev["data_path"], prev["preset"], arch, tcfg
+    if tcfg.lr != old_train.lr:
+        print(f"note: resuming with lr {tcfg.lr} instead of {old_train.lr}: this run no longer repeats an "
+              "uninterrupted one")
+    return prev["data"], args.data_path or prev["data_path"], prev["preset"], arch, tcfg
 
 
 def run_tokenizer(args, names: dict) -> list[dict]:
@@ -335,6 +344,7 @@ def main(argv=None) -> None:
         keep_freed_memory()  # CPU training: reuse freed activations instead of page-faulting them in again
     try:
         if args.command == "demo":
+            check_minutes(args.minutes)  # before the folder is made
             with folders.writing(args.out, "minivar demo"):
                 passed = run_demo(args.out, args.minutes, args.quiet)["passed"]
             if not passed:

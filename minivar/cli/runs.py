@@ -191,6 +191,7 @@ def png_ok(path: str) -> bool:
 def sample_target(args) -> tuple[str | None, str]:
     """The folder `sample` writes into and locks: --png-dir, or the run folder for the default grid
     (an explicit --png is one file, written atomically, and locks nothing)."""
+    _check_run_folder(args)
     if getattr(args, "png_dir", None):
         return args.png_dir, "minivar sample"
     return (args.run if args.run and not args.png else None), "minivar sample"
@@ -198,7 +199,14 @@ def sample_target(args) -> tuple[str | None, str]:
 
 def eval_target(args) -> tuple[str | None, str]:
     """The run folder `eval` writes eval.json into (None with --out)."""
+    _check_run_folder(args)
     return (None if args.out else args.run), "minivar eval"
+
+
+def _check_run_folder(args) -> None:
+    if args.run and not os.path.isdir(args.run):
+        what = "is a file" if os.path.exists(args.run) else "does not exist"
+        raise RunError(f"--run {args.run} {what}; give the run folder of `minivar train`")
 
 
 def sample_grid(args) -> str:

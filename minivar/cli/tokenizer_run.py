@@ -17,7 +17,7 @@ from .. import config, data, viz
 from ..checkpoints import atomic_json
 from ..tokenizer.vqvae import TokenizerConfig, VQVAE
 from ..training.tokenizer_trainer import TokenizerTrainConfig, evaluate_tokenizer, train_tokenizer
-from ..training.trainer import checkpoint_paths, newest_checkpoint, save_checkpoint, trim_log
+from ..training.trainer import append_line, checkpoint_paths, newest_checkpoint, save_checkpoint, trim_log
 from .folders import prepare_run_dir, run_record
 from .sources import RunError
 
@@ -68,13 +68,16 @@ def train_tokenizer_in_folder(out: str, data_name: str, data_path: str | None, p
         trim_log(log_path, found[1]["step"])
         print(f"resumed from {found[0]} (step {found[1]['step']})")
 
-    def log(rec):
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
     t0 = time.time()
-    hist = train_tokenizer(vae, tx, tcfg, progress=not quiet, log=log, resume=found[1] if found else None,
-                           on_checkpoint=lambda state: save_checkpoint(out, state, keep_last=2))
+    try:
+        hist = train_tokenizer(vae, tx, tcfg, progress=not quiet, log=lambda rec: append_line(log_path, rec),
+                               resume=found[1] if found else None,
+                               on_checkpoint=lambda state: save_checkpoint(out, state, keep_last=2))
+    except FloatingPointError as e:
+        again = (f"continue from the newest checkpoint with a lower learning rate: minivar train-tokenizer --out {out} "
+                 f"--resume --lr {tcfg.lr / 2:g}") if checkpoint_paths(out) else \
+            f"start again with a lower learning rate: minivar train-tokenizer --out {out} --overwrite --lr {tcfg.lr / 2:g}"
+        raise RunError(f"{e}; training stopped. {again}") from None
     secs = time.time() - t0
     step = hist[-1]["step"] if hist else (found[1]["step"] if found else 0)
     print(f"trained to step {step} of {tcfg.steps} in {secs:.0f} s"

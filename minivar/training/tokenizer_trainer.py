@@ -127,13 +127,14 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
         vae.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         g.set_state(resume["generator"])
+        torch.set_rng_state(resume["rng"])  # dropout draws, when the config has dropout
         if ema is not None:
             ema.load_state_dict(resume["ema"])
 
     def state(step: int, window) -> dict:
         return {"kind": "minivar-tokenizer-train", "step": step, "model": vae.state_dict(),
                 "optimizer": opt.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                "generator": g.get_state(), "hits": hits_V.clone(), "window": window}
+                "generator": g.get_state(), "hits": hits_V.clone(), "window": window, "rng": torch.get_rng_state()}
     vae.train()
     bar = tqdm(range(first, cfg.steps), disable=not progress, desc="tokenizer", dynamic_ncols=True,
                initial=first, total=cfg.steps)
@@ -145,9 +146,8 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
         l1, l2 = F.l1_loss(rec, x), F.mse_loss(rec, x)
         loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.vq_weight * q.vq_loss
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"tokenizer loss became {loss.item()} at step {step}; the weights "
-                                     f"before this step are intact. Lower lr (now {cfg.lr}) or check the "
-                                     "input images for NaN")
+            raise FloatingPointError(f"the tokenizer loss became {loss.item()} at step {step + 1} (lr {cfg.lr}); "
+                                     "the weights before this step are intact")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
@@ -188,6 +188,9 @@ def train_tokenizer(vae: VQVAE, images: torch.Tensor, cfg: TokenizerTrainConfig 
             if log is not None:
                 log(rec_)
         if checkpoint is not None:  # written after the log record of its step
+            if not all(bool(torch.isfinite(p).all()) for p in vae.parameters()):
+                raise FloatingPointError(f"the tokenizer weights are no longer finite after step {step + 1} "
+                                         "(not saved)")
             on_checkpoint(checkpoint)
         if out_of_time:
             break

@@ -17,6 +17,7 @@ batch) and ``log_step``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import json
 import math
@@ -32,7 +33,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..checkpoints import CheckpointError, atomic_save, safe_load
+from ..checkpoints import CheckpointError, DiskFullError, atomic_save, atomic_write, safe_load
 from ..loading import load_tokenizer
 from ..models.losses import loss_stats
 from ..models.transformer import NextScaleTransformer
@@ -75,16 +76,34 @@ def trim_log(path: str, step: int) -> None:
             continue
         if rec.get("step", 0) <= step:
             keep.append(line)
-    with open(path, "w") as f:
-        f.write("".join(r + "\n" for r in keep))
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write("".join(r + "\n" for r in keep))
+    atomic_write(path, write)
 
 
 def save_checkpoint(run_dir: str, state: dict, keep_last: int) -> str:
+    """``ckpt/step_N.pt``; then the older ones beyond ``keep_last`` go, and so do any of higher steps
+    (left by a timeline that a resume from an earlier, readable checkpoint has replaced)."""
     path = os.path.join(run_dir, "ckpt", f"step_{state['step']:07d}.pt")
     atomic_save(state, path)
-    for old in checkpoint_paths(run_dir)[:-max(1, keep_last)]:
+    paths = checkpoint_paths(run_dir)
+    newer = paths[paths.index(path) + 1:]
+    for old in paths[:paths.index(path) + 1][:-max(1, keep_last)] + newer:
         os.remove(old)
     return path
+
+
+def append_line(path: str, record: dict) -> None:
+    """One JSON record appended to a log; a full disk names the log."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(path) from None
+        raise
 
 
 # ---------------------------------------------------------------------- the loop
@@ -282,8 +301,7 @@ def log_step(run: Run, stats: dict, gnorm: float, images_per_s: float, eta_s: fl
     """Append the step's record to metrics.jsonl (and print it as a plain line for batch logs)."""
     rec = {"step": run.step, **stats, "lr": run.sched.get_last_lr()[0], "grad_norm": gnorm, "img_per_s": images_per_s,
            "epoch": run.step * run.cfg.batch_size / len(run.tokens), "eta_s": eta_s}
-    with open(run.log_path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
+    append_line(run.log_path, rec)
     if lines:
         print(f"step {run.step}/{run.cfg.steps} ep {rec['epoch']:.2f} | loss {stats['loss']:.3f} acc "
               f"{stats['acc']:.3f} | lr {rec['lr']:.2e} | {images_per_s:.0f} img/s | ETA {_hms(eta_s)}", flush=True)
