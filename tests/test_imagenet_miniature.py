@@ -86,7 +86,7 @@ def test_imagenet_path_in_miniature(tmp_path, capsys, monkeypatch):
     assert np.isfinite(r_rec["fid"]) and r_rec["N"] == n_images
 
 
-def test_reconstruct_and_sample_report_bad_inputs(tmp_path):
+def test_reconstruct_and_sample_report_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["reconstruct", "--tokenizer", str(tmp_path / "none.pth"), "--data-path", str(tmp_path),
               "--png-dir", str(tmp_path / "rec")])
@@ -94,6 +94,10 @@ def test_reconstruct_and_sample_report_bad_inputs(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["sample", "--per-class", "1", "--png-dir", str(tmp_path / "s")])
     assert "--official CHECKPOINT --tokenizer" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "--official", str(tmp_path / "var_d16.pth"), "--png-dir", str(tmp_path / "s")])
+    assert e.value.code == 2 and "argument --official: " in capsys.readouterr().err.splitlines()[-1]
+    (tmp_path / "var_d16.pth").write_bytes(b"")
     with pytest.raises(SystemExit) as e:
         main(["sample", "--official", str(tmp_path / "var_d16.pth"), "--png-dir", str(tmp_path / "s")])
     assert "--official needs --tokenizer" in str(e.value.code)

@@ -214,7 +214,7 @@ def test_inception_score_and_unequal_n_precision_recall():
     assert fid.manifold_precision_recall(real, real + 100.0) == (0.0, 0.0)
 
 
-def test_fid_cli_reports_a_wrong_weights_file(tmp_path):
+def test_fid_cli_reports_a_wrong_weights_file(tmp_path, capsys):
     a = str(tmp_path / "a.npz")
     fid.pack_npz(images(4, 0), a)
     w = tmp_path / "pt_inception.pth"
@@ -224,4 +224,5 @@ def test_fid_cli_reports_a_wrong_weights_file(tmp_path):
     assert "expected one starting with 6726825d" in str(e.value.code)
     with pytest.raises(SystemExit) as e:
         main(["fid", "--samples", str(tmp_path / "none.npz"), "--ref", a, "--inception", str(w)])
-    assert "does not exist" in str(e.value.code)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and last.startswith("error: argument --samples") and "does not exist" in last
