@@ -81,6 +81,12 @@ def range_text(at_least=None, above=None, below=None, at_most=None) -> str:
     return ""
 
 
+def in_range(x, at_least=None, above=None, below=None, at_most=None) -> bool:
+    """Finite and within the bounds (the ones that are not None)."""
+    return (math.isfinite(x) and (at_least is None or x >= at_least) and (above is None or x > above)
+            and (below is None or x < below) and (at_most is None or x <= at_most))
+
+
 def check_ranges(obj) -> None:
     """RangeError for the first field of ``obj`` outside its declared range or not finite."""
     for f in dataclasses.fields(obj):
@@ -89,10 +95,7 @@ def check_ranges(obj) -> None:
         for x in value if isinstance(value, tuple) else (value,):
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 continue
-            at_least, above, below, at_most = bounds
-            ok = (math.isfinite(x) and (at_least is None or x >= at_least) and (above is None or x > above)
-                  and (below is None or x < below) and (at_most is None or x <= at_most))
-            if not ok:
+            if not in_range(x, *bounds):
                 rule = range_text(*bounds)
                 rule = f"a finite number {rule}".strip() if not math.isfinite(x) else rule
                 raise RangeError(f.name, value, rule, f.metadata.get("doc", ""))

@@ -163,12 +163,7 @@ def number(kind=int, hint: str = "", **bounds):
             value = config.parse_value(kind, text)
         except config.ConfigError:
             raise argparse.ArgumentTypeError(f"expects {kind.__name__}, got {text!r}") from None
-        at_least, above = bounds.get("at_least"), bounds.get("above")
-        below, at_most = bounds.get("below"), bounds.get("at_most")
-        ok = (value == value and abs(value) != float("inf") and (at_least is None or value >= at_least)
-              and (above is None or value > above) and (below is None or value < below)
-              and (at_most is None or value <= at_most))
-        if not ok:
+        if not config.in_range(value, **bounds):
             raise argparse.ArgumentTypeError(f"must be {'a finite number ' if kind is float else ''}{rule}, "
                                              f"got {text}" + (f" ({hint})" if hint else ""))
         return value
