@@ -21,7 +21,7 @@ OS          := $(shell uname -s)
 # only einops (the test stubs the rest).
 MAMBA_REF   := mamba-ssm==2.3.2.post1 einops==0.8.2
 
-.PHONY: install demo test test-fast lab student notebooks bench clean clean-runs data-fashion data-emoji
+.PHONY: install demo test test-fast lab student handout notebooks bench clean clean-runs data-fashion data-emoji
 
 # The numbered notebooks: jupytext py:percent sources (NN_*.py) paired with executed NN_*.ipynb.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -50,15 +50,18 @@ endif
 demo: $(STAMP)
 	$(PYTHON) -m minivar demo --out runs/demo
 
-# Unit tests (including the notebook/student-copy sync checks); the tests that compare numbers with
-# ones produced on another machine once more with PyTorch's portable (non-vectorised) kernels, which
-# round differently from the AVX2 / AVX-512 ones, so that a change that only passes on one kind of
-# CPU fails here; then every notebook re-run by nbval in strict mode: each cell's fresh output
-# must equal the committed one.
+# Unit tests (including the notebook/student-copy sync checks, the student copies executed from
+# their own folder and the grader); the tests that compare numbers with ones produced on another
+# machine once more with PyTorch's portable (non-vectorised) kernels, which round differently from
+# the AVX2 / AVX-512 ones, so that a change that only passes on one kind of CPU fails here; then
+# every notebook re-run by nbval in strict mode: each cell's fresh output must equal the committed
+# one. The notebooks run NB_JOBS at a time (pytest-xdist; a notebook's cells stay in one kernel,
+# in order); each notebook uses one thread, so 2 fit a 2-core machine.
+NB_JOBS ?= 2
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -ra
 	ATEN_CPU_CAPABILITY=default $(PYTHON) -m pytest -q -ra -p no:cacheprovider -m portability
-	$(if $(NOTEBOOKS),$(PYTHON) -m pytest -q -ra -p no:cacheprovider --nbval --nbval-current-env $(NOTEBOOKS))
+	$(if $(NOTEBOOKS),$(PYTHON) -m pytest -q -ra -p no:cacheprovider -n $(NB_JOBS) --dist loadfile --nbval --nbval-current-env $(NOTEBOOKS))
 
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -ra -m "not slow"
@@ -66,6 +69,10 @@ test-fast: $(STAMP)
 # Student copies (solutions blanked) in notebooks/student/; tests fail when they are stale.
 student: $(STAMP)
 	$(PYTHON) tools/make_student.py
+
+# A course folder for students (student copies + the files they read, no solutions): make handout OUT=DIR
+handout: $(STAMP)
+	$(PYTHON) -m minivar handout --out $(or $(OUT),handout)
 
 # Re-execute every notebook from its .py source and store the outputs in the paired .ipynb
 # (run after editing a notebook, then `make student`, then commit all three).

@@ -27,7 +27,7 @@
 # **Setup**, once, from the repository root: `make demo` creates `.venv`, installs minivar and
 # runs a 5-minute demo; `make lab` opens these notebooks; `make test` re-runs everything.
 
-# %%
+# %% tags=["setup"]
 import json
 import os
 import warnings
@@ -39,11 +39,11 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 import minivar
 from minivar import data, scales, viz
+from minivar.teaching import resources
 
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
 plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
-# relative to the repository root: "minivar/__init__.py" means this checkout's package (editable install)
-print("torch", torch.__version__, "| minivar imported from", os.path.relpath(minivar.__file__, ".."))
+print("torch", torch.__version__, "| minivar", minivar.__version__)  # minivar.__file__ says which copy
 
 
 show = viz.show  # columns of image batches in [0, 1] as one picture
@@ -59,7 +59,7 @@ show = viz.show  # columns of image batches in [0, 1] as one picture
 from minivar.tokenizer import VQVAE
 from minivar.loading import load_model
 
-W = "../weights/digits16"
+W = resources.path("weights/digits16")  # found from any folder: see minivar/teaching/resources.py
 vae = VQVAE.load(f"{W}/tokenizer.pt").eval()  # images <-> token maps of 1x1, 2x2, 3x3, 4x4
 var = load_model(f"{W}/var.pt")  # VAR: block-causal attention + FFN
 mvar = load_model(f"{W}/mvar.pt")  # M-VAR: intra-scale attention + Mamba2 + FFN
@@ -132,28 +132,32 @@ print(open(f"{W}/README.md").read().split("```")[1].strip())
 # %% [markdown]
 # ## Exercises
 #
-# **1. Coarse decode.** Write `coarse_decode(vae, indices, k)` that returns the images decoded
-# from the first `k` scales only (`k = 1` is the 1×1 map alone), with `vae.decode_per_scale`;
-# then try it on a sample above. (Harder: build it from `vae.quantize.indices_to_fhat` and
-# `vae.fhat_to_img`.)
+# **1. Coarse decode.** Write `coarse_decode(vae, indices, k)` that returns the images (B, 3, H, W)
+# decoded from the first `k` scales only (`k = 1` is the 1×1 map alone). Build it from
+# `vae.quantize.indices_to_fhat` (give it the first `k` index maps: f̂ is the sum of what each
+# scale adds) and `vae.fhat_to_img`. `vae.decode` and `vae.decode_per_scale` do not count: the
+# checker refuses them, and compares your pictures with `vae.decode_per_scale(indices)[k - 1]`.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb00-coarse-decode", "locked": false, "schema_version": 3, "solution": true}
 def coarse_decode(vae, indices, k):
     ### BEGIN SOLUTION
-    return vae.decode_per_scale(indices)[k - 1]
+    with torch.no_grad():
+        f_hat = vae.quantize.indices_to_fhat(indices[:k])  # phi_k(up(codes)) summed over scales 0..k-1
+        return vae.fhat_to_img(f_hat)
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb00-coarse-decode-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_coarse_decode
 
 check_coarse_decode(coarse_decode)
+
 
 # %% [markdown]
 # **2. Where do M-VAR's parameters go?** Write `mamba_fraction(model)`: the fraction (0..1) of
 # all parameters that sit inside `minivar.models.mamba2.Mamba2` layers (hint: `model.modules()`).
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb00-mamba-fraction", "locked": false, "schema_version": 3, "solution": true}
 def mamba_fraction(model):
     ### BEGIN SOLUTION
     from minivar.models.mamba2 import Mamba2
@@ -162,10 +166,12 @@ def mamba_fraction(model):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb00-mamba-fraction-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_mamba_fraction
 
 check_mamba_fraction(mamba_fraction)
+
+# %%
 print(f"in the demo M-VAR: {mamba_fraction(mvar):.3f}")
 
 # %% [markdown]

@@ -24,7 +24,7 @@
 #
 # **This notebook needs** a CPU and about 10 seconds. No training, no downloads.
 
-# %%
+# %% tags=["setup"]
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -147,7 +147,10 @@ for bad in [(1, 2, 2, 4), (4, 2, 1), (1, 2, 3)]:
 # A transformer mixes tokens with attention; a boolean mask says which key a query may read.
 #
 # * **VAR** is *block-causal*: a token of scale k sees every token of scales 0..k — its own scale
-#   in full (the whole map is predicted at once) and all coarser ones, never a finer one.
+#   in full (the whole map is predicted at once) and all coarser ones, never a finer one. Seeing
+#   its own scale does not leak the answer: the positions of scale k do not hold scale k's tokens.
+#   They hold an *input* built from scales < k (the coarser maps summed and upsampled to side
+#   pn_k: the teacher input of notebook 02), and the model predicts scale k's tokens from it.
 # * **M-VAR** keeps attention *inside* a scale (block-diagonal) and lets a causal Mamba layer
 #   carry information from coarse to fine (notebooks 05 and 06).
 #
@@ -191,9 +194,9 @@ plt.show()
 # Write the two functions below; the cell after each checks your answer against
 # `minivar.scales` on several schedules (`minivar.teaching.exercises`).
 #
-# **Exercise 1.** `my_offsets(patch_nums)` returns `[0, n0, n0+n1, ..., L]` as a list of ints.
+# **Exercise 1.** `my_offsets(patch_nums)` returns `[0, n0, n0+n1, ..., L]` as a list of Python ints.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb01-offsets", "locked": false, "schema_version": 3, "solution": true}
 def my_offsets(patch_nums):
     ### BEGIN SOLUTION
     out = [0]
@@ -203,16 +206,17 @@ def my_offsets(patch_nums):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb01-offsets-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_block_causal_mask, check_offsets
 
 check_offsets(my_offsets)
+
 
 # %% [markdown]
 # **Exercise 2.** `my_block_causal_mask(patch_nums)` returns VAR's mask as a bool tensor (L, L),
 # True where query i may attend to key j. Try it without looking at section 5.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb01-block-causal-mask", "locked": false, "schema_version": 3, "solution": true}
 def my_block_causal_mask(patch_nums):
     ### BEGIN SOLUTION
     sid = torch.cat([torch.full((pn * pn,), k) for k, pn in enumerate(patch_nums)])
@@ -220,7 +224,7 @@ def my_block_causal_mask(patch_nums):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb01-block-causal-mask-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 check_block_causal_mask(my_block_causal_mask)
 
 # %% [markdown]

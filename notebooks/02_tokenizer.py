@@ -25,7 +25,7 @@
 #
 # **This notebook needs** a CPU and about 1.5 minutes (one minute of it is training).
 
-# %%
+# %% tags=["setup"]
 import time
 import warnings
 
@@ -226,7 +226,7 @@ print("each scale explains more:", all(b < a for a, b in zip(left, left[1:])))
 # latent `f` (B, Cv, h, w); it returns the list of K LongTensors (B, pn²). The checker compares
 # your codes with `q.quantize` on two schedules. Try it without scrolling up!
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb02-residual-quantize", "locked": false, "schema_version": 3, "solution": true}
 def my_residual_quantize(q, f):
     ### BEGIN SOLUTION
     B, C, side, _ = f.shape
@@ -243,7 +243,7 @@ def my_residual_quantize(q, f):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb02-residual-quantize-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_residual_quantize
 
 check_residual_quantize(my_residual_quantize)

@@ -25,7 +25,7 @@
 #
 # **This notebook needs** a CPU and about 2 minutes (40 s to train a tokenizer, 60 s for VAR).
 
-# %%
+# %% tags=["setup"]
 import math
 import time
 import warnings
@@ -262,14 +262,14 @@ plt.show()
 # LayerNorm(x)·(1 + scale) + shift, with a layer norm over the last dim, no learned affine,
 # eps = 1e-6. x is (B, L, C); scale and shift are (B, 1, C).
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb03-adaln-modulate", "locked": false, "schema_version": 3, "solution": true}
 def my_adaln_modulate(x, scale, shift):
     ### BEGIN SOLUTION
     return F.layer_norm(x, x.shape[-1:], eps=1e-6) * (1 + scale) + shift
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb03-adaln-modulate-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_adaln_modulate
 
 check_adaln_modulate(my_adaln_modulate)

@@ -25,7 +25,7 @@
 # **This notebook needs** a CPU and about 2 minutes (it first trains the tokenizer and the small
 # VAR of notebook 03, 100 s).
 
-# %%
+# %% tags=["setup"]
 import time
 import warnings
 
@@ -225,7 +225,7 @@ show(cols, "greedy | top-k/p | none", height=4)
 # **Exercise 1.** `my_cfg_mix(cond, uncond, cfg, k, K)` returns the guided logits of scale k out
 # of K with VAR's linear ramp.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb04-cfg-mix", "locked": false, "schema_version": 3, "solution": true}
 def my_cfg_mix(cond, uncond, cfg, k, K):
     ### BEGIN SOLUTION
     t = cfg * k / (K - 1)
@@ -233,18 +233,19 @@ def my_cfg_mix(cond, uncond, cfg, k, K):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb04-cfg-mix-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_cfg_mix, check_top_p_keep
 
 check_cfg_mix(my_cfg_mix)
 
+
 # %% [markdown]
 # **Exercise 2.** `my_top_p_keep(probs, top_p)` takes a probability vector (V,) and returns a
-# bool mask (V,) of the tokens that top-p keeps: sort by probability and keep a token when the
+# `torch.bool` mask (V,) of the tokens that top-p keeps: sort by probability and keep a token when the
 # total probability of the tokens *more likely than it* is still below top_p (so the most likely
 # token is always kept).
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb04-top-p-keep", "locked": false, "schema_version": 3, "solution": true}
 def my_top_p_keep(probs, top_p):
     ### BEGIN SOLUTION
     vals, order = probs.sort(descending=True)
@@ -255,7 +256,7 @@ def my_top_p_keep(probs, top_p):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb04-top-p-keep-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 check_top_p_keep(my_top_p_keep)
 
 # %% [markdown]

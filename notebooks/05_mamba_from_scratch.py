@@ -25,7 +25,7 @@
 #
 # **This notebook needs** a CPU and about 20 seconds. No training.
 
-# %%
+# %% tags=["setup"]
 import time
 
 import matplotlib.pyplot as plt
@@ -255,7 +255,7 @@ print(f"at 256 px: cached {scales.num_tokens(p256)}, re-scan {sum(scales.offsets
 # A (H), B and C (batch, N) returns `(y, h_new)` with h_new = exp(dt·A)·h + dt·x Bᵀ and
 # y = h_new C (leave out the D·x skip term).
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb05-ssd-step", "locked": false, "schema_version": 3, "solution": true}
 def my_ssd_step(h, x, dt, A, B, C):
     ### BEGIN SOLUTION
     decay = torch.exp(dt * A)[..., None, None]
@@ -265,7 +265,7 @@ def my_ssd_step(h, x, dt, A, B, C):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb05-ssd-step-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_ssd_step
 
 check_ssd_step(my_ssd_step)

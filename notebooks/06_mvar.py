@@ -25,7 +25,7 @@
 #
 # **This notebook needs** a CPU and about 2.5 minutes (40 s tokenizer, 40 s VAR, 60 s M-VAR).
 
-# %%
+# %% tags=["setup"]
 import time
 import warnings
 
@@ -199,7 +199,7 @@ plt.show()
 # sample one image when every scale re-runs the whole prefix (no state cache). Hint: at step k it
 # scans all tokens of scales 0..k.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb06-rescan-token-steps", "locked": false, "schema_version": 3, "solution": true}
 def my_rescan_token_steps(patch_nums):
     ### BEGIN SOLUTION
     total, end = 0, 0
@@ -210,7 +210,7 @@ def my_rescan_token_steps(patch_nums):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb06-rescan-token-steps-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_rescan_token_steps
 
 check_rescan_token_steps(my_rescan_token_steps)

@@ -26,7 +26,7 @@
 # **This notebook needs** a CPU (Triton runs in interpreter mode, `TRITON_INTERPRET=1`) and
 # about 30 seconds. On a GPU the same cells compile the kernel for real.
 
-# %%
+# %% tags=["setup"]
 import os
 
 import torch
@@ -212,7 +212,7 @@ print("triton backend == blocks backend:", torch.allclose(logits["blocks"], logi
 # (hi exclusive), for `mode` "causal" or "intra" — what `_scale_bounds` computes inside the
 # kernel.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb07-key-range", "locked": false, "schema_version": 3, "solution": true}
 def my_key_range(offsets, t, mode):
     ### BEGIN SOLUTION
     k = max(i for i in range(len(offsets) - 1) if offsets[i] <= t)
@@ -220,7 +220,7 @@ def my_key_range(offsets, t, mode):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb07-key-range-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_key_range
 
 check_key_range(my_key_range)

@@ -28,7 +28,7 @@
 # **This notebook needs** a CPU and about 1 minute (tokenizer 25 s, VAR 20 s, classifier 5 s,
 # 3 × 180 samples and their metrics 10 s).
 
-# %%
+# %% tags=["setup"]
 import time
 import warnings
 
@@ -281,7 +281,7 @@ plt.show()
 # the diagonal (a point with itself): average k(x_i, x_j) over i ≠ j, the same for y, minus twice
 # the mean of k(x_i, y_j) over all pairs.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb08-mmd2-unbiased", "locked": false, "schema_version": 3, "solution": true}
 def my_mmd2_unbiased(x, y):
     ### BEGIN SOLUTION
     m, d = len(x), x.shape[1]
@@ -291,7 +291,7 @@ def my_mmd2_unbiased(x, y):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb08-mmd2-unbiased-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_mmd2_unbiased
 
 check_mmd2_unbiased(my_mmd2_unbiased)
@@ -311,5 +311,6 @@ check_mmd2_unbiased(my_mmd2_unbiased)
 # * `python -m minivar eval --run RUN --seeds 0,1,2` runs exactly section 4 on a run folder and
 #   writes `eval.json`.
 #
-# **Read next:** `11_zero_shot_editing.ipynb` — in-painting, out-painting and class editing with
-# the same kind of model, no retraining (notebooks 09 scaling up and 10 ImageNet on a GPU are to come).
+# **Read next:** `09_scaling_up.ipynb` — these metrics applied to a small study, VAR vs M-VAR on
+# three datasets with seeds and floors; then `10_imagenet_256.ipynb` (the real FID protocol) and
+# `11_zero_shot_editing.ipynb` (editing with the same kind of model, no retraining).

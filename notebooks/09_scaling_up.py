@@ -26,7 +26,7 @@
 # `experiments/study.py` (`experiments/results/*.json` and PNGs). Re-running a tier takes
 # 25–80 minutes (the command is printed below; set `RUN_STUDY=1` to re-run the quick tier here).
 
-# %%
+# %% tags=["setup"]
 import json
 import os
 import subprocess
@@ -35,7 +35,9 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 
-RES = "../experiments/results"
+from minivar.teaching import resources
+
+RES = resources.path("experiments/results")  # found from any folder: see minivar/teaching/resources.py
 TIERS = [t for t in ("digits", "fashion", "emoji") if os.path.exists(f"{RES}/{t}.json")]
 results = {t: json.load(open(f"{RES}/{t}.json")) for t in TIERS}
 plt.rcParams.update({"figure.dpi": 72})
@@ -131,7 +133,7 @@ for t in TIERS:
 #
 # **Exercise.** Write `welch_t(a, b)`.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb09-welch-t", "locked": false, "schema_version": 3, "solution": true}
 def welch_t(a, b):
     ### BEGIN SOLUTION
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -139,7 +141,7 @@ def welch_t(a, b):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb09-welch-t-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_welch_t
 
 check_welch_t(welch_t)
@@ -164,7 +166,7 @@ for t, r in results.items():
 for t, r in results.items():
     print(r["command"])
 if os.environ.get("RUN_STUDY") == "1":  # off in CI: it takes minutes
-    subprocess.run([sys.executable, "../experiments/study.py", "digits", "--results", "/tmp/study_rerun"], check=True)
+    subprocess.run([sys.executable, resources.path("experiments/study.py"), "digits", "--results", "/tmp/study_rerun"], check=True)
 
 # %% [markdown]
 # ## Summary

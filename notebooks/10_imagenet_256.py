@@ -28,7 +28,7 @@
 # sampling 50,000 images from VAR-d16 takes on the order of an hour on one A100 (not measured by
 # us), training d16 takes days on 16 GPUs.
 
-# %%
+# %% tags=["setup"]
 import glob
 import json
 import os
@@ -45,11 +45,15 @@ from minivar import data, official
 from minivar.evaluation import fid, inception
 from minivar.cli.main import main
 from minivar.config import read_json
+from minivar.teaching import resources
 from minivar.training import TrainConfig
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one thread: the same numbers on every machine
-WORK = "../runs/notebook10"  # the miniature's files (not committed)
+
+# %%
+CONFIGS = resources.path("configs/imagenet")  # the official recipes (section 2), found from any folder
+WORK = resources.work_dir("notebook10")  # the miniature's files, in runs/ of this course folder (not committed)
 shutil.rmtree(WORK, ignore_errors=True)
 os.makedirs(WORK)
 
@@ -87,7 +91,7 @@ print("the real-file cells will", "run" if REAL else "be skipped; the miniature 
 N_TRAIN = 1_281_167
 print(f"{'preset':10s} {'model':6s} {'depth':>5s} {'batch':>6s} {'epochs':>6s} {'steps':>8s} {'peak lr':>9s} "
       f"{'AdaLN γ':>8s} {'l2 attn':>7s} amp")
-for path in sorted(glob.glob("../configs/imagenet/*.json")):
+for path in sorted(glob.glob(f"{CONFIGS}/*.json")):
     c = TrainConfig.from_dict(read_json(path))
     epochs = c.steps / -(-N_TRAIN // c.batch_size)
     print(f"{os.path.basename(path)[:-5]:10s} {c.model.mixer:6s} {c.model.depth:5d} {c.batch_size:6d} {epochs:6.0f} {c.steps:8d} "
@@ -145,7 +149,7 @@ print("ImageFolder:", sorted(os.listdir(f"{WORK}/train")), len(glob.glob(f"{WORK
 # NBVAL_IGNORE_OUTPUT
 main(["train-tokenizer", "--data", "imagefolder", "--data-path", f"{WORK}/train", "--preset", "tiny16",
       "--steps", "30", "--batch-size", "8", "--out", f"{WORK}/tok", "--quiet", "--overwrite"])
-main(["train", "--out", f"{WORK}/run", "--config", "../configs/imagenet/mvar_d16.json",
+main(["train", "--out", f"{WORK}/run", "--config", f"{CONFIGS}/mvar_d16.json",
       "--tokenizer", f"{WORK}/tok/tokenizer.pt", "--data_path", f"{WORK}/train", "--num_classes", "0",
       "--depth", "2", "--width", "64", "--heads", "2", "--d_state", "8", "--mamba_headdim", "16",
       "--steps", "20", "--batch_size", "12", "--micro_batch", "6", "--log_every", "5", "--ckpt_every", "20",
@@ -221,7 +225,7 @@ else:
 # `micro * accum * gpus == global_batch`, with the largest `micro <= max_micro` (what fits in
 # memory). Raise `ValueError` when the global batch does not split evenly over the GPUs.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb10-accumulation", "locked": false, "schema_version": 3, "solution": true}
 def accumulation(global_batch, gpus, max_micro):
     ### BEGIN SOLUTION
     if global_batch % gpus:
@@ -232,10 +236,12 @@ def accumulation(global_batch, gpus, max_micro):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb10-accumulation-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_accumulation
 
 check_accumulation(accumulation)
+
+# %%
 print("8 GPUs, 48 images fit:", accumulation(768, 8, 48))
 
 # %% [markdown]

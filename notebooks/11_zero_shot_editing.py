@@ -26,7 +26,7 @@
 #
 # **This notebook needs** a CPU and about 1 minute (tokenizer 25 s, VAR 20 s, classifier 5 s).
 
-# %%
+# %% tags=["setup"]
 import time
 import warnings
 
@@ -234,7 +234,7 @@ plt.show()
 # in raster order, True where at least half of the token's area is masked. Hint:
 # `F.interpolate(..., mode="area")` averages the mask over each token's patch.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb11-scale-masks", "locked": false, "schema_version": 3, "solution": true}
 import torch.nn.functional as F
 
 
@@ -245,7 +245,7 @@ def my_scale_masks(mask_HW, patch_nums):
     ### END SOLUTION
 
 
-# %%
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb11-scale-masks-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 from minivar.teaching.exercises import check_scale_masks
 
 check_scale_masks(my_scale_masks)
@@ -263,4 +263,5 @@ check_scale_masks(my_scale_masks)
 # * The label is free: regenerating a region under another class is class-conditional editing.
 #
 # **Read next:** `08_evaluation.ipynb` if you have not yet — how to measure whether such samples
-# are any good; notebooks 09 (scaling up) and 10 (ImageNet on a GPU) are to come.
+# are any good; `09_scaling_up.ipynb` for VAR vs M-VAR in numbers; `10_imagenet_256.ipynb` for
+# the same pipeline at 256 px on a GPU. In the VAR paper: Sec. 4.4 and Fig. 6.

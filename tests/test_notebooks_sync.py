@@ -25,7 +25,8 @@ spec.loader.exec_module(make_student)
 
 
 def cells_of(nb):
-    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", [])),
+             repr(sorted(c.get("metadata", {}).get("nbgrader", {}).items()))) for c in nb.cells]
 
 
 def ids(paths):
@@ -67,6 +68,46 @@ def test_ipynb_is_executed_small_and_follows_the_template(py):
     assert "next" in last, "end with what to read next"
     if any("solution" in c.get("metadata", {}).get("tags", []) for c in code):
         assert any("minivar.teaching.exercises" in c.source or "check_" in c.source for c in code)
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=ids(SOURCES))
+def test_exercises_carry_grading_metadata(py):
+    """What the grader (and nbgrader) reads: a 'setup' first code cell; every solution cell has a
+    unique grade_id and is followed by a check cell with points that only calls checkers; no
+    code cell spells a path relative to notebooks/ (a student copy runs from another folder)."""
+    import ast
+
+    from minivar.teaching import grading
+    nb = jupytext.read(py, fmt="py:percent")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "setup" in code[0].metadata.get("tags", []), "tag the first code cell 'setup'"
+    assert [c for c in code if "setup" in c.metadata.get("tags", [])] == code[:1], "only the first cell is 'setup'"
+    for c in code:
+        assert '"../' not in c.source and "'../" not in c.source, \
+            f"a path relative to notebooks/ breaks the student copy: use minivar.teaching.resources\n{c.source}"
+    pending, seen = None, set()
+    for c in code:
+        meta, tags = c.metadata.get("nbgrader", {}), c.metadata.get("tags", [])
+        if "solution" in tags:
+            assert meta.get("solution") is True and meta.get("grade") is False, "solution cell without nbgrader metadata"
+            assert meta["grade_id"] not in seen
+            seen.add(meta["grade_id"])
+            pending = meta["grade_id"]
+        elif "check" in tags:
+            assert pending, "a check cell without an answer cell before it"
+            assert meta.get("grade") is True and meta.get("points", 0) > 0 and meta["grade_id"] == pending + "-check"
+            assert meta["grade_id"] not in seen
+            seen.add(meta["grade_id"])
+            body = ast.parse(c.source).body
+            ok = all(isinstance(s, ast.ImportFrom) and s.module == "minivar.teaching.exercises" or
+                     isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) for s in body)
+            assert ok and grading.check_calls(c.source), "a check cell only imports and calls checkers"
+            pending = None
+        else:
+            assert not meta, "nbgrader metadata on a cell that is neither a solution nor a check"
+    assert pending is None, "an answer cell without a check cell after it"
+    key = grading.read_key_notebook(py)
+    assert len(key.exercises) == len([c for c in code if "check" in c.metadata.get("tags", [])])
 
 
 def test_student_copies_are_up_to_date():

@@ -11,8 +11,10 @@ Source of truth: the jupytext ``py:percent`` files ``notebooks/NN_*.py``. In a c
 
 at the same indentation (a solution cell without markers is replaced whole). Headings, prose,
 every other code cell and the checker calls stay, so a student can run the notebook top to
-bottom and see each checker fail until the exercise is done. The copies carry no outputs and no
-jupytext pairing, and their cell ids are fixed, so regenerating them is byte-for-byte stable.
+bottom and see each checker fail until the exercise is done. The copies keep the cells' tags
+and nbgrader metadata (``grade_id``, ``points``: what ``python -m minivar grade`` and nbgrader
+read), carry no outputs and no jupytext pairing, and their cell ids are fixed, so regenerating
+them is byte-for-byte stable.
 (The fastbook / nbgrader way of handing out exercises.)
 """
 from __future__ import annotations
@@ -71,6 +73,8 @@ def student_notebook(nb, name: str):
     for cell in nb.cells:
         tags = list(cell.get("metadata", {}).get("tags", []))
         meta = {"tags": tags} if tags else {}
+        if "nbgrader" in cell.get("metadata", {}):  # grade_id / points, for the grader and for nbgrader
+            meta["nbgrader"] = dict(cell.metadata["nbgrader"])
         if cell.cell_type == "code":
             src = blank_solution(cell.source) if is_solution(cell) else cell.source
             cells.append(nbformat.v4.new_code_cell(src, metadata=meta))

@@ -21,7 +21,8 @@ from ..tokenizer.vqvae import TOKENIZER_PRESETS, TokenizerConfig
 from ..training.recipe import TrainConfig, TrainingDiverged
 from ..training.tokenizer_trainer import TokenizerTrainConfig
 from ..checkpoints import CheckpointError, DiskFullError, FolderLocked
-from . import folders, options, runs, sources
+from ..teaching.grading import GradeError
+from . import classroom, folders, options, runs, sources
 from .demo import check_minutes, run_demo
 from .tokenizer_run import train_tokenizer_in_folder
 
@@ -43,6 +44,8 @@ examples:
   minivar fid --samples out/var_d16.npz --ref VIRTUAL_imagenet256_labeled.npz \\
       --inception pt_inception-2015-12-05-6726825d.pth
   minivar reconstruct --tokenizer vae_ch160v4096z32.pth --data-path imagenet/val --png-dir out/rec
+  minivar handout --out course_2027
+  minivar grade submitted/* --out grades.csv
 """
 
 
@@ -241,6 +244,8 @@ def build_parser() -> tuple[Parser, dict]:
     export_parser(sub)
     fid_parser(sub)
     reconstruct_parser(sub)
+    classroom.handout_parser(sub, _verb)
+    classroom.grade_parser(sub, _verb)
     return p, names
 
 
@@ -366,10 +371,14 @@ def main(argv=None) -> None:
             run_fid(args)
         elif args.command == "reconstruct":
             reconstruct(args)
+        elif args.command == "handout":
+            classroom.run_handout(args)
+        elif args.command == "grade":
+            classroom.run_grade(args)
     except FieldError as e:  # named as the option the user typed
         sys.exit(f"error: {e.message(e.option)}")
     except (ConfigError, data.DatasetMissingError, data.DatasetFormatError, runs.RunError, EvalInputError,
-            FolderLocked, DiskFullError, CheckpointError, TrainingDiverged) as e:
+            FolderLocked, DiskFullError, CheckpointError, TrainingDiverged, GradeError) as e:
         sys.exit(f"error: {e}")
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
