@@ -231,7 +231,7 @@ def main(argv=None):
         img_per_s, train_seconds = train_speed(run_dir)
         rows.append({"model": name, "seed": seed, "params": sum(q.numel() for q in model.parameters()),
                      "config": {**cfg.to_dict(), "tokenizer": os.path.relpath(cfg.tokenizer, ROOT)}, "final_loss": last["loss"], "final_acc": last["acc"],
-                     "fd_cls": r["fd_cls"], "kid": r["kid"], "precision": r["precision"], "recall": r["recall"],
+                     "fd_cls": r["fd_cls"], "kid": r["kid"], "kid_e3": r["kid_e3"], "precision": r["precision"], "recall": r["recall"],
                      "cond_acc": r["cond_acc"], "floor": r["floor"], "N": r["N"],
                      "memorisation_ratio_pixels": r["memorisation_pixels"]["ratio"],
                      "memorisation_ratio_features": r["memorisation_features"]["ratio"],
@@ -247,7 +247,7 @@ def main(argv=None):
     viz.save_grid(os.path.join(res_dir, f"{a.tier}_tokenizer.png"),
                   vae.decode_per_scale(vae.encode(vx[:8])) + [vx[:8]],
                   [f"{p}x{p}" for p in vae.patch_nums] + ["input"])
-    keys = ("fd_cls", "kid", "precision", "recall", "cond_acc", "final_loss", "memorisation_ratio_pixels",
+    keys = ("fd_cls", "kid", "kid_e3", "precision", "recall", "cond_acc", "final_loss", "memorisation_ratio_pixels",
             "train_img_per_s", "train_seconds", "sample_img_per_s_b1", "sample_img_per_s_b64")
     summary = {name: {"params": next(r["params"] for r in rows if r["model"] == name), "seeds": seeds,
                       **{k: mean_std([r[k] for r in rows if r["model"] == name]) for k in keys}}

@@ -14,7 +14,7 @@ def pm(v, fmt):
 
 
 def main():
-    print("| tier | command | 2-core wall time | model (params) | FD-cls ↓ (floor) | KID ↓ | precision / recall | "
+    print("| tier | command | 2-core wall time | model (params) | FD-cls ↓ (floor) | KID (raw) ↓ | precision / recall | "
           "cond. acc. | train img/s | sample img/s B1 / B64 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for tier in ("digits", "fashion", "emoji"):

@@ -142,6 +142,22 @@ for bad in [(1, 2, 2, 4), (4, 2, 1), (1, 2, 3)]:
         print("ScheduleError:", e)
 
 # %% [markdown]
+# **Predict, then check.** Section 5 builds M-VAR's mask, in which a token attends only to the
+# tokens of its own scale. For the 16 px schedule (1, 2, 3, 4), how many (query, key) pairs does
+# that mask allow? Count before you read on.
+
+# %% tags=["solution", "prediction"] nbgrader={"grade": false, "grade_id": "nb01-predict-pairs", "locked": false, "schema_version": 3, "solution": true}
+my_pairs_prediction = ...  # a whole number
+### BEGIN SOLUTION
+my_pairs_prediction = 1 + 16 + 81 + 256
+### END SOLUTION
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb01-predict-pairs-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_predict_pairs
+
+check_predict_pairs(my_pairs_prediction)
+
+# %% [markdown]
 # ## 5. Who may look at whom: two masks
 #
 # A transformer mixes tokens with attention; a boolean mask says which key a query may read.
@@ -154,10 +170,13 @@ for bad in [(1, 2, 2, 4), (4, 2, 1), (1, 2, 3)]:
 # * **M-VAR** keeps attention *inside* a scale (block-diagonal) and lets a causal Mamba layer
 #   carry information from coarse to fine (notebooks 05 and 06).
 #
-# Both masks follow from the scale ids in one line each:
+# Both masks follow from the scale ids in one line each (VAR's is exercise 2 in the student copy):
 
 # %%
+### BEGIN DERIVATION (exercise 2 asks for it; the student copy runs the #> line instead)
 causal = sid[:, None] >= sid[None, :]   # query scale >= key scale
+### END DERIVATION
+#> causal = scales.block_causal_mask(patch_nums)  # exercise 2 derives it from the scale ids
 diagonal = sid[:, None] == sid[None, :]  # same scale
 assert torch.equal(causal, scales.block_causal_mask(patch_nums))
 assert torch.equal(diagonal, scales.block_diagonal_mask(patch_nums))

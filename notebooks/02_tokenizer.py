@@ -219,9 +219,9 @@ plt.show()
 print("each scale explains more:", all(b < a for a, b in zip(left, left[1:])))
 
 # %% [markdown]
-# ## 6. Exercise
+# ## 6. Exercises
 #
-# Write the quantiser's encode loop yourself: `my_residual_quantize(q, f)` takes a
+# **Exercise 1.** Write the quantiser's encode loop yourself: `my_residual_quantize(q, f)` takes a
 # `MultiScaleQuantizer` `q` (use `q.patch_nums`, `q.embedding.weight` and `q.phi(k, h)`) and a
 # latent `f` (B, Cv, h, w); it returns the list of K LongTensors (B, pn²). The checker compares
 # your codes with `q.quantize` on two schedules. Try it without scrolling up!
@@ -247,6 +247,34 @@ def my_residual_quantize(q, f):
 from minivar.teaching.exercises import check_residual_quantize
 
 check_residual_quantize(my_residual_quantize)
+
+# %% [markdown]
+# **Exercise 2: the teacher input.** `my_teacher_input(q, indices)` builds the transformer's
+# teacher-forcing input from the K index maps of a batch: for each scale k = 1..K−1, f̂ after the
+# scales *before* k (the sum over j < k of `q.upsample_phi(j, q.codes_to_map(indices[j], pn_j), side)`),
+# area-downsampled to pn_k × pn_k and flattened in raster order to (B, pn_k², Cv); concatenated
+# along dim 1: (B, L−1, Cv). Section 3 did the first piece; `q.teacher_input` and
+# `q.next_input` are off limits. (Why must f̂ stop *before* scale k?)
+
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb02-teacher-input", "locked": false, "schema_version": 3, "solution": true}
+def my_teacher_input(q, indices):
+    ### BEGIN SOLUTION
+    side = q.patch_nums[-1]
+    f_hat, rows = 0, []
+    for k in range(1, len(q.patch_nums)):
+        j = k - 1  # add the scale before k to f_hat
+        f_hat = f_hat + q.upsample_phi(j, q.codes_to_map(indices[j], q.patch_nums[j]), side)
+        pn = q.patch_nums[k]
+        x = F.interpolate(f_hat, size=(pn, pn), mode="area")
+        rows.append(x.flatten(2).transpose(1, 2))  # (B, Cv, pn, pn) -> (B, pn*pn, Cv)
+    return torch.cat(rows, dim=1)
+    ### END SOLUTION
+
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb02-teacher-input-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_teacher_input
+
+check_teacher_input(my_teacher_input)
 
 # %% [markdown]
 # ## Summary

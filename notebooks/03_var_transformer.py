@@ -130,7 +130,10 @@ print("input sequence", tuple(seq.shape), "== model's:", torch.allclose(seq, ref
 blk = model.blocks[0]
 with torch.no_grad():
     g1, g2, s1, s2, b1, b2 = blk.ada_lin(cond).view(B, 1, 6, -1).unbind(2)
+    ### BEGIN DERIVATION (exercise 1 asks for it; the student copy runs the #> line instead)
     mod = lambda x, s, b: F.layer_norm(x, x.shape[-1:], eps=1e-6) * (1 + s) + b  # noqa: E731
+    ### END DERIVATION
+    #> mod = lambda x, s, b: blk.sublayer(x, lambda h: h, (torch.ones_like(s), s, b)) - x  # exercise 1
     h = seq + g1 * blk.attn(mod(seq, s1, b1))
     h = h + g2 * blk.ffn(mod(h, s2, b2))
     print("hand-made block == VARBlock.forward:", torch.allclose(h, blk(seq, cond), atol=1e-6))
@@ -154,19 +157,20 @@ with torch.no_grad():
 print("hand-made masked attention == SelfAttention:", torch.allclose(o, att(u), atol=1e-5))
 
 # %% [markdown]
-# The mask is what makes the model autoregressive over scales. A direct test: change the
-# teacher input of the *last* scale and watch which logits move. Scales 0–2 must not notice.
+# The mask is what makes the model autoregressive over scales. Rather than trust it, measure it:
+# for every output position i, how strongly do its logits depend on every teacher-input position
+# j (the norm of a gradient, `viz.influence`)? Input position j is the input of token j + 1, which
+# was built from the scales *before* that token's. A blank entry means no dependence at all.
 
 # %%
 model.eval()
-with torch.no_grad():
-    before = model(lab, x_in)
-    x_mod = x_in.clone()
-    x_mod[:, offs[-2] - 1:] += 10.0          # teacher input of scale 3 (positions offs[3]..L-1)
-    after = model(lab, x_mod)
-for k in range(len(patch_nums)):
-    moved = (after[:, offs[k]:offs[k + 1]] - before[:, offs[k]:offs[k + 1]]).abs().max() > 1e-6
-    print(f"scale {k}: logits changed = {bool(moved)}")
+infl = viz.influence(model, lab, x_in)  # (L, L-1)
+viz.show_influence({"VAR: block-causal attention": infl}, patch_nums)
+sid = scales.scale_ids(patch_nums)
+finer = sid[1:][None, :] > sid[:, None]  # input j belongs to a finer scale than output i
+zero = infl <= infl.max() * 1e-9
+print("no output depends on the input of a finer scale:", bool(zero[finer].all()))
+print("every output depends on every input of its own and coarser scales:", bool((~zero[~finer]).all()))
 
 # %% [markdown]
 # ## 6. Teacher forcing and the loss
@@ -256,7 +260,7 @@ plt.title("VAR samples, classes 0-9 (rows)", fontsize=9)
 plt.show()
 
 # %% [markdown]
-# ## 9. Exercise
+# ## 9. Exercises
 #
 # Write AdaLN's modulation: `my_adaln_modulate(x, scale, shift)` returns
 # LayerNorm(x)·(1 + scale) + shift, with a layer norm over the last dim, no learned affine,
@@ -273,6 +277,34 @@ def my_adaln_modulate(x, scale, shift):
 from minivar.teaching.exercises import check_adaln_modulate
 
 check_adaln_modulate(my_adaln_modulate)
+
+# %% [markdown]
+# **Exercise 2: the per-scale loss and accuracy.** `my_scale_loss_acc(logits, targets, patch_nums)`
+# returns `(loss_K, acc_K)`, two float32 tensors of shape (K,): for each scale, the mean
+# cross-entropy and the accuracy (the fraction of tokens whose argmax is the target) over the
+# batch and the scale's pn² tokens — the per-scale curves the trainer logs. `next_scale_loss` and
+# `loss_stats` are off limits.
+
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb03-scale-loss-acc", "locked": false, "schema_version": 3, "solution": true}
+def my_scale_loss_acc(logits, targets, patch_nums):
+    ### BEGIN SOLUTION
+    B, L, V = logits.shape
+    ce = F.cross_entropy(logits.reshape(B * L, V), targets.reshape(B * L), reduction="none").view(B, L)
+    hit = (logits.argmax(-1) == targets).float()
+    losses, accs, begin = [], [], 0
+    for pn in patch_nums:
+        end = begin + pn * pn
+        losses.append(ce[:, begin:end].mean())
+        accs.append(hit[:, begin:end].mean())
+        begin = end
+    return torch.stack(losses), torch.stack(accs)
+    ### END SOLUTION
+
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb03-scale-loss-acc-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_scale_loss_acc
+
+check_scale_loss_acc(my_scale_loss_acc)
 
 # %% [markdown]
 # ## Summary

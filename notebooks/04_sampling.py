@@ -22,8 +22,8 @@
 # scales, and what top-k and top-p sampling cut away. You will write a sampler by hand twice
 # (without and with a cache) and check both against `minivar.sample.generate`.
 #
-# **This notebook needs** a CPU and about 2 minutes (it first trains the tokenizer and the small
-# VAR of notebook 03, 100 s).
+# **This notebook needs** a CPU and about a minute. It samples from the committed demo VAR
+# (`weights/digits16`: depth 6, width 96, trained on digits like the VAR of notebook 03, longer).
 
 # %% tags=["setup"]
 import time
@@ -45,23 +45,17 @@ plt.rcParams.update({"figure.dpi": 72, "image.interpolation": "nearest"})
 show = viz.show  # columns of image batches in [0, 1] as one picture
 
 # %% [markdown]
-# ## 0. The model of notebook 03
+# ## 0. A trained VAR
 #
-# Same tokenizer and same VAR recipe as notebook 03 (train a tokenizer, encode the digits once,
-# train a depth-4 VAR with teacher forcing), in one cell.
+# The demo weights of notebook 00: the tokenizer and the VAR, trained with the recipe of notebooks
+# 02 and 03 (training is their lesson; here we only sample).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-(train_x, train_y), _ = tutorial.digits_split()
-t0 = time.time()
-vae = tutorial.digits_tokenizer(train_x, steps=200)     # notebook 02's tokenizer
+vae, model, _ = tutorial.demo_models()  # tokenizer, VAR (depth 6, width 96), M-VAR (unused here)
 patch_nums = vae.patch_nums
 K, L, offs = len(patch_nums), scales.num_tokens(patch_nums), scales.offsets(patch_nums)
-targets, inputs = tutorial.teacher_data(vae, train_x)   # the digits encoded once, as minivar.training.trainer does
-
-model = tutorial.digits_model(patch_nums, mixer="var")  # notebook 03's VAR: depth 4, width 128
-losses = tutorial.fit_digits(model, train_y, inputs, targets, steps=400)  # and its recipe
-print(f"tokenizer + VAR trained in {time.time() - t0:.0f} s, last loss {losses[-1]:.2f}")
+print(f"VAR: depth {model.config.depth}, width {model.config.width}, {sum(p.numel() for p in model.parameters()):,} "
+      f"parameters; K = {K} scales, L = {L} tokens")
 
 # %% [markdown]
 # ## 1. Training and sampling are different computations
@@ -148,6 +142,22 @@ for name, fn in [("no cache", lambda: sample_no_cache(many)), ("KV cache", lambd
     print(f"{name}: {(time.perf_counter() - t0) / 3 * 1000:.0f} ms for 40 images")
 
 # %% [markdown]
+# **Predict, then check.** Before reading section 3: VAR does not guide every scale equally.
+# With guidance strength cfg = 2.0 and K = 4 scales, what guidance weight t do you expect at the
+# first scale and at the last? Write your guess as a tuple `(t_first, t_last)`, then read on.
+
+# %% tags=["solution", "prediction"] nbgrader={"grade": false, "grade_id": "nb04-predict-cfg-ramp", "locked": false, "schema_version": 3, "solution": true}
+my_cfg_prediction = ...  # (t at the first scale, t at the last scale)
+### BEGIN SOLUTION
+my_cfg_prediction = (0.0, 2.0)
+### END SOLUTION
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb04-predict-cfg-ramp-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_predict_cfg_ramp
+
+check_predict_cfg_ramp(my_cfg_prediction)
+
+# %% [markdown]
 # ## 3. Classifier-free guidance, ramped over scales
 #
 # Training dropped the label 10% of the time, so the same model also predicts *unconditionally*
@@ -180,6 +190,19 @@ for k, tr in enumerate(trace):
 # %%
 cols = [model.generate(classes, cfg=c, top_k=20, top_p=0.9, seed=1, vae=vae) for c in (0.0, 1.0, 3.0, 6.0)]
 show(cols, "cfg 0 | 1 | 3 | 6", upscale=3, height=6)
+
+# %% [markdown]
+# **Watching one generation.** The K steps of `generate` for eight digits, one frame per scale:
+# the token map just sampled (one colour per codebook index), the picture decoded from all
+# scales so far (f̂ after step k), and the guidance weight t_k used at that step. Press play:
+# the layout is settled at 1×1 and 2×2, with almost no guidance; the last scales add strokes.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import HTML
+
+steps = viz.generation_steps(model, vae, torch.arange(8), cfg=1.5, seed=3, top_k=0, top_p=0.0)
+HTML(viz.animate_generation(steps, vae.config.vocab_size))
 
 # %% [markdown]
 # ## 4. Top-k and top-p
@@ -258,6 +281,30 @@ def my_top_p_keep(probs, top_p):
 
 # %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb04-top-p-keep-check", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 check_top_p_keep(my_top_p_keep)
+
+# %% [markdown]
+# **Exercise 3: one KV-cached step.** While sampling, VAR feeds one scale at a time and keeps the
+# keys and values of the earlier scales. `my_cached_attention(q, k, v, cache_k, cache_v)` gets the
+# new scale's q, k, v (B, H, n, D) and the cache (B, H, l, D) (l = 0 at the first scale): append
+# the new keys and values to the cache, let the new queries attend to all of them
+# (softmax(q kᵀ / √D) v), and return `(out, new_cache_k, new_cache_v)`. The checker feeds your
+# own caches forward scale by scale and compares every step with the uncached block-causal
+# attention over the whole sequence.
+
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb04-cached-attention", "locked": false, "schema_version": 3, "solution": true}
+def my_cached_attention(q, k, v, cache_k, cache_v):
+    ### BEGIN SOLUTION
+    keys = torch.cat((cache_k, k), dim=2)  # the earlier scales, then this one
+    values = torch.cat((cache_v, v), dim=2)
+    weights = (q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return weights @ values, keys, values
+    ### END SOLUTION
+
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb04-cached-attention-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_cached_attention
+
+check_cached_attention(my_cached_attention)
 
 # %% [markdown]
 # ## Summary

@@ -105,6 +105,21 @@ plt.title("state h_t of a one-dimensional selective SSM (A = -1)", fontsize=9)
 plt.show()
 
 # %% [markdown]
+# **Predict, then check.** With A = −1 and a step Δ = ln 2, what fraction of the state h survives
+# one step (with no new input)? Write the number, then check.
+
+# %% tags=["solution", "prediction"] nbgrader={"grade": false, "grade_id": "nb05-predict-decay", "locked": false, "schema_version": 3, "solution": true}
+my_decay_prediction = ...  # a number between 0 and 1
+### BEGIN SOLUTION
+my_decay_prediction = 0.5
+### END SOLUTION
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb05-predict-decay-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_predict_decay
+
+check_predict_decay(my_decay_prediction)
+
+# %% [markdown]
 # ## 2. The same thing as a matrix (the "duality")
 #
 # Unroll the recurrence: $y_t = \sum_{s \le t} (C_t \cdot B_s)\; e^{A \sum_{r=s+1}^{t} \Delta_r}\;

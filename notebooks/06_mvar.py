@@ -135,22 +135,44 @@ print("both learned (held-out loss below 4):", all(v["loss"].item() < 4 for v in
 #
 # Attention alone would make the scales blind to each other (the block-diagonal mask of notebook
 # 01, 0.39× VAR's attention pairs at 256 px). The Mamba layer is causal in token order, and the
-# tokens are ordered coarse → fine, so information flows from coarse to fine only. The test of
-# notebook 03, on the trained M-VAR: perturb one scale's input and see which scales' logits move.
-# (On the untrained model the Mamba branch is gated by γ ≈ 1e-5, too weak to see.)
+# tokens are ordered coarse → fine, so information flows from coarse to fine only. The picture of
+# notebook 03 for both trained models: how strongly each output's logits depend on each
+# teacher-input position (blank: not at all). (On an untrained M-VAR the Mamba branch is gated
+# by γ ≈ 1e-5, too weak to see.)
 
 # %%
-mvar.eval()
 lab, x_in = train_y[:4], inputs[:4]
-with torch.no_grad():
-    before = mvar(lab, x_in)
-    for k_in in (1, 3):
-        x_mod = x_in.clone()
-        x_mod[:, offs[k_in] - 1:offs[k_in + 1] - 1] += 10.0     # teacher input of scale k_in
-        after = mvar(lab, x_mod)
-        moved = [bool((after[:, offs[k]:offs[k + 1]] - before[:, offs[k]:offs[k + 1]]).abs().max() > 1e-3)
-                 for k in range(K)]
-        print(f"perturb scale {k_in}'s input -> logits changed per scale: {moved}")
+infl = {name: viz.influence(m, lab, x_in) for name, m in (("VAR", var), ("M-VAR", mvar))}
+viz.show_influence({"VAR: block-causal attention": infl["VAR"],
+                    "M-VAR: intra-scale attention + Mamba": infl["M-VAR"]}, patch_nums)
+sid = scales.scale_ids(patch_nums)
+finer = sid[1:][None, :] > sid[:, None]  # input j belongs to a finer scale than output i
+for name, m in infl.items():
+    zero = m <= m.max() * 1e-9
+    print(f"{name:>5}: some output depends on a finer scale's input: {bool((~zero[finer]).any())}; "
+          f"every output depends on every input of its own and coarser scales: {bool((~zero[~finer]).all())}")
+
+# %% [markdown]
+# Both are blank above the staircase: neither model lets a scale see a finer one. Inside a scale
+# they differ in how: VAR's attention reads the whole prefix directly; M-VAR's attention reads only
+# its own scale (the blocks on the diagonal), and everything from coarser scales arrives through
+# the Mamba scan — coarse → fine, as a running state.
+
+# %% [markdown]
+# **Predict, then check.** Section 4 compares two ways of running Mamba while sampling. If one
+# M-VAR layer keeps its recurrent state between scales, how many token-steps does it take to
+# sample one 256 px image (scales 1, 2, 3, 4, 5, 6, 8, 10, 13, 16)?
+
+# %% tags=["solution", "prediction"] nbgrader={"grade": false, "grade_id": "nb06-predict-cached-steps", "locked": false, "schema_version": 3, "solution": true}
+my_steps_prediction = ...  # a whole number
+### BEGIN SOLUTION
+my_steps_prediction = 680
+### END SOLUTION
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb06-predict-cached-steps-check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_predict_cached_steps
+
+check_predict_cached_steps(my_steps_prediction)
 
 # %% [markdown]
 # ## 4. Sampling: a state cache instead of a re-scan
@@ -193,7 +215,7 @@ plt.title("VAR (left 4) | M-VAR (right 4)", fontsize=9)
 plt.show()
 
 # %% [markdown]
-# ## 5. Exercise
+# ## 5. Exercises
 #
 # `my_rescan_token_steps(patch_nums)` returns how many token positions one Mamba layer scans to
 # sample one image when every scale re-runs the whole prefix (no state cache). Hint: at step k it
@@ -214,6 +236,34 @@ def my_rescan_token_steps(patch_nums):
 from minivar.teaching.exercises import check_rescan_token_steps
 
 check_rescan_token_steps(my_rescan_token_steps)
+
+# %% [markdown]
+# **Exercise 2: the M-VAR block, from its parts.** `my_mvar_block(block, x, cond)` recomputes an
+# M-VAR block's forward pass. `block.ada_lin(cond)` gives 9 vectors of width C laid out
+# [gates | scales | shifts]; each sub-layer f = `block.attn`, `block.mamba`, `block.ffn`, in this
+# order, does `x = x + gate * f(LayerNorm(x, eps=block.eps) * (1 + scale) + shift)`. The block's
+# own `forward`, `sublayer` and `modulations` refuse to run.
+
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb06-mvar-block", "locked": false, "schema_version": 3, "solution": true}
+import torch.nn.functional as F
+
+
+def my_mvar_block(block, x, cond):
+    ### BEGIN SOLUTION
+    C = x.shape[-1]
+    vecs = block.ada_lin(cond).view(-1, 1, 9, C)  # [gates | scales | shifts], 3 of each
+    for i, f in enumerate((block.attn, block.mamba, block.ffn)):
+        gate, scale, shift = vecs[:, :, i], vecs[:, :, 3 + i], vecs[:, :, 6 + i]
+        h = F.layer_norm(x, (C,), eps=block.eps) * (1 + scale) + shift
+        x = x + gate * f(h)
+    return x
+    ### END SOLUTION
+
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb06-mvar-block-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_mvar_block
+
+check_mvar_block(my_mvar_block)
 
 # %% [markdown]
 # ## Summary

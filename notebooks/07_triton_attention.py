@@ -67,7 +67,10 @@ for mode, mask in (("causal", scales.block_causal_mask(pns)), ("intra", scales.b
     ok = True
     for t in range(offs[-1]):
         k = int(sid[t])
+        ### BEGIN DERIVATION (exercise 1 asks for it; the student copy runs the #> line instead)
         lo, hi = (0 if mode == "causal" else offs[k]), offs[k + 1]
+        ### END DERIVATION
+        #> lo, hi = int(mask[t].nonzero()[0]), int(mask[t].nonzero()[-1]) + 1  # exercise 1: from the offsets
         want = torch.zeros(offs[-1], dtype=torch.bool)
         want[lo:hi] = True
         ok &= torch.equal(mask[t], want)
@@ -206,7 +209,7 @@ for backend in ("blocks", "triton"):
 print("triton backend == blocks backend:", torch.allclose(logits["blocks"], logits["triton"], atol=1e-5))
 
 # %% [markdown]
-# ## 5. Exercise
+# ## 5. Exercises
 #
 # `my_key_range(offsets, t, mode)` returns the pair `(lo, hi)` of the keys query t may see
 # (hi exclusive), for `mode` "causal" or "intra" — what `_scale_bounds` computes inside the
@@ -224,6 +227,70 @@ def my_key_range(offsets, t, mode):
 from minivar.teaching.exercises import check_key_range
 
 check_key_range(my_key_range)
+
+# %% [markdown]
+# **Exercise 2: the forward loop, in Triton.** Write `row_attention_kernel`, a Triton kernel with
+# one program per query row t: it loops over t's key range [lo, hi) in tiles of BLOCK_N keys with
+# the online softmax of section 3 — a running max m, a running sum and an accumulator, both
+# rescaled by exp(m_old − m_new) whenever the max grows; scores scaled by 1/√D. Then
+# `my_row_attention(q, k, v, offsets, mode, block_n)`: compute lo and hi of every row (as
+# `my_key_range` does), launch the kernel on a grid of (L,) and return a float32 CPU tensor
+# (L, D). No softmax or SDPA: the loop is the exercise. (`tl.load(ptr + offsets, mask=...)`,
+# `tl.sum`, `tl.max`, `tl.exp`, `tl.where`, `tl.store` are all you need; on a CPU it runs in
+# the interpreter.)
+
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "nb07-triton-row-attention", "locked": false, "schema_version": 3, "solution": true}
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def row_attention_kernel(Q, K, V, O, LO, HI, scale, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    ### BEGIN SOLUTION
+    t = tl.program_id(0)  # one program per query row
+    d = tl.arange(0, D)
+    lo = tl.load(LO + t)
+    hi = tl.load(HI + t)
+    q = tl.load(Q + t * D + d)
+    m = tl.full([1], float("-inf"), tl.float32)  # running max of the scores
+    total = tl.zeros([1], tl.float32)  # running sum of exp(score - m)
+    acc = tl.zeros([D], tl.float32)  # running sum of exp(score - m) * v
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        ok = cols < hi
+        k = tl.load(K + cols[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        s = tl.where(ok, tl.sum(k * q[None, :], axis=1) * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=0))
+        alpha = tl.exp(m - m_new)  # rescales what was summed under the old max
+        p = tl.exp(s - m_new)
+        v = tl.load(V + cols[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        total = total * alpha + tl.sum(p, axis=0)
+        acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
+        m = m_new
+    tl.store(O + t * D + d, acc / total)
+    ### END SOLUTION
+
+
+def my_row_attention(q, k, v, offsets, mode, block_n):
+    ### BEGIN SOLUTION
+    L, D = q.shape
+    lo, hi = [], []
+    for t in range(L):
+        s = max(i for i in range(len(offsets) - 1) if offsets[i] <= t)  # t's scale
+        lo.append(0 if mode == "causal" else offsets[s])
+        hi.append(offsets[s + 1])
+    q, k, v = (x.to(device).contiguous() for x in (q, k, v))
+    out = torch.empty_like(q)
+    row_attention_kernel[(L,)](q, k, v, out, torch.tensor(lo, dtype=torch.int32, device=device),
+                               torch.tensor(hi, dtype=torch.int32, device=device), D ** -0.5, D=D, BLOCK_N=block_n)
+    return out.cpu()
+    ### END SOLUTION
+
+
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "nb07-triton-row-attention-check", "locked": true, "points": 3, "schema_version": 3, "solution": false}
+from minivar.teaching.exercises import check_triton_row_attention
+
+check_triton_row_attention(my_row_attention)
 
 # %% [markdown]
 # ## Summary

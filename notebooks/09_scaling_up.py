@@ -71,10 +71,13 @@ for t, r in results.items():
 # floor (training images vs held-out images, same N) is the best a perfect model could show.
 # Precision / recall (k = 3): higher is better. Conditional accuracy: the frozen classifier's
 # agreement with the requested class. Memorisation ratio: nearest-training-image distance of the
-# samples divided by that of held-out real images (well below 1 would mean copying).
+# samples divided by that of held-out real images (well below 1 would mean copying). The
+# committed study predates the readable KID of notebook 08, so its KID is the raw one
+# (unstandardised features, every subset the whole set): negative numbers with a ± of 0 that say
+# little; compare FD-cls and the other metrics instead, or re-run a tier to get `kid_e3`.
 
 # %%
-ROWS = [("fd_cls", "FD-cls", "{:.2f}"), ("kid", "KID", "{:.3f}"), ("precision", "precision", "{:.3f}"),
+ROWS = [("fd_cls", "FD-cls", "{:.2f}"), ("kid", "KID (raw)", "{:.3f}"), ("precision", "precision", "{:.3f}"),
         ("recall", "recall", "{:.3f}"), ("cond_acc", "cond. acc.", "{:.3f}"), ("final_loss", "train loss", "{:.3f}"),
         ("memorisation_ratio_pixels", "memorisation ratio", "{:.2f}"), ("train_img_per_s", "train img/s", "{:.0f}"),
         ("sample_img_per_s_b1", "sample img/s B1", "{:.1f}"), ("sample_img_per_s_b64", "sample img/s B64", "{:.0f}")]

@@ -4,6 +4,7 @@ message that names the mistake), on an answer that looks up minivar's (or scipy'
 the right values in the wrong shape or type. The reference solutions below never call the package's
 implementation of what they are asked to write."""
 import inspect
+import os
 import pickle
 
 import numpy as np
@@ -11,9 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+if not torch.cuda.is_available():  # before the first @triton.jit below: the kernels run in Triton's interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from minivar import scales
 from minivar.scales import offsets as _package_offsets
 from minivar.teaching import exercises as ex
+
+device = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
 
 
 def blank(*args):
@@ -126,6 +135,87 @@ def mmd2_unbiased(x, y):
 def scale_masks(mask, pns):
     m = mask.float()[None, None]
     return [F.interpolate(m, size=(pn, pn), mode="area").flatten(1) >= 0.5 for pn in pns]
+
+
+def teacher_input(q, indices):
+    side = q.patch_nums[-1]
+    f_hat, rows = 0, []
+    for k in range(1, len(q.patch_nums)):
+        j = k - 1  # add the scale before k to f_hat
+        f_hat = f_hat + q.upsample_phi(j, q.codes_to_map(indices[j], q.patch_nums[j]), side)
+        pn = q.patch_nums[k]
+        x = F.interpolate(f_hat, size=(pn, pn), mode="area")
+        rows.append(x.flatten(2).transpose(1, 2))  # (B, Cv, pn, pn) -> (B, pn*pn, Cv)
+    return torch.cat(rows, dim=1)
+
+
+def scale_loss_acc(logits, targets, patch_nums):
+    B, L, V = logits.shape
+    ce = F.cross_entropy(logits.reshape(B * L, V), targets.reshape(B * L), reduction="none").view(B, L)
+    hit = (logits.argmax(-1) == targets).float()
+    losses, accs, begin = [], [], 0
+    for pn in patch_nums:
+        end = begin + pn * pn
+        losses.append(ce[:, begin:end].mean())
+        accs.append(hit[:, begin:end].mean())
+        begin = end
+    return torch.stack(losses), torch.stack(accs)
+
+
+def cached_attention(q, k, v, cache_k, cache_v):
+    keys = torch.cat((cache_k, k), dim=2)  # the earlier scales, then this one
+    values = torch.cat((cache_v, v), dim=2)
+    weights = (q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return weights @ values, keys, values
+
+
+def mvar_block(block, x, cond):
+    C = x.shape[-1]
+    vecs = block.ada_lin(cond).view(-1, 1, 9, C)  # [gates | scales | shifts], 3 of each
+    for i, f in enumerate((block.attn, block.mamba, block.ffn)):
+        gate, scale, shift = vecs[:, :, i], vecs[:, :, 3 + i], vecs[:, :, 6 + i]
+        h = F.layer_norm(x, (C,), eps=block.eps) * (1 + scale) + shift
+        x = x + gate * f(h)
+    return x
+
+
+@triton.jit
+def row_attention_kernel(Q, K, V, O, LO, HI, scale, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    t = tl.program_id(0)  # one program per query row
+    d = tl.arange(0, D)
+    lo = tl.load(LO + t)
+    hi = tl.load(HI + t)
+    q = tl.load(Q + t * D + d)
+    m = tl.full([1], float("-inf"), tl.float32)  # running max of the scores
+    total = tl.zeros([1], tl.float32)  # running sum of exp(score - m)
+    acc = tl.zeros([D], tl.float32)  # running sum of exp(score - m) * v
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        ok = cols < hi
+        k = tl.load(K + cols[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        s = tl.where(ok, tl.sum(k * q[None, :], axis=1) * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=0))
+        alpha = tl.exp(m - m_new)  # rescales what was summed under the old max
+        p = tl.exp(s - m_new)
+        v = tl.load(V + cols[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        total = total * alpha + tl.sum(p, axis=0)
+        acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
+        m = m_new
+    tl.store(O + t * D + d, acc / total)
+
+
+def row_attention(q, k, v, offsets, mode, block_n):
+    L, D = q.shape
+    lo, hi = [], []
+    for t in range(L):
+        s = max(i for i in range(len(offsets) - 1) if offsets[i] <= t)  # t's scale
+        lo.append(0 if mode == "causal" else offsets[s])
+        hi.append(offsets[s + 1])
+    q, k, v = (x.to(device).contiguous() for x in (q, k, v))
+    out = torch.empty_like(q)
+    row_attention_kernel[(L,)](q, k, v, out, torch.tensor(lo, dtype=torch.int32, device=device),
+                               torch.tensor(hi, dtype=torch.int32, device=device), D ** -0.5, D=D, BLOCK_N=block_n)
+    return out.cpu()
 
 
 # ============================================================================= typical mistakes
@@ -544,6 +634,223 @@ def scale_masks_swapped(mask, pns):
     return [~m for m in scale_masks(mask, pns)]
 
 
+# 03 teacher input
+def _teacher_input(q, indices, down="area", use_phi=True, after=False, first=1):
+    side, pns = q.patch_nums[-1], q.patch_nums
+    f_hats, f_hat = [], 0
+    for j, pn in enumerate(pns):
+        h = q.codes_to_map(indices[j], pn)
+        if pn != side:
+            h = F.interpolate(h, size=(side, side), mode="bicubic")
+        f_hat = f_hat + (q.phi(j, h) if use_phi else h)
+        f_hats.append(f_hat)
+    rows = []
+    for k in range(first, len(pns)):
+        f = f_hats[k] if after else (f_hats[k - 1] if k else torch.zeros_like(f_hats[0]))
+        x = F.interpolate(f, size=(pns[k], pns[k]), mode=down)
+        rows.append(x.flatten(2).transpose(1, 2))
+    return torch.cat(rows, dim=1)
+
+
+def teacher_input_leak(q, indices):  # f_hat after scales <= k: holds the answer
+    return _teacher_input(q, indices, after=True)
+
+
+def teacher_input_all_rows(q, indices):  # a row for every token, scale 0 included
+    return _teacher_input(q, indices, first=0)
+
+
+def teacher_input_nearest(q, indices):
+    return _teacher_input(q, indices, down="nearest")
+
+
+def teacher_input_bilinear(q, indices):
+    return _teacher_input(q, indices, down="bilinear")
+
+
+def teacher_input_without_phi(q, indices):
+    return _teacher_input(q, indices, use_phi=False)
+
+
+def teacher_input_channels_first(q, indices):
+    return teacher_input(q, indices).transpose(1, 2)
+
+
+# 03 per-scale loss and accuracy
+def _per_scale(logits, targets, patch_nums, reduce_loss=torch.mean, reduce_acc=torch.mean, sizes=None):
+    B, L, V = logits.shape
+    ce = F.cross_entropy(logits.reshape(B * L, V), targets.reshape(B * L), reduction="none").view(B, L)
+    hit = (logits.argmax(-1) == targets).float()
+    losses, accs, begin = [], [], 0
+    for n in (sizes or [pn * pn for pn in patch_nums]):
+        losses.append(reduce_loss(ce[:, begin:begin + n]))
+        accs.append(reduce_acc(hit[:, begin:begin + n]))
+        begin += n
+    return torch.stack(losses), torch.stack(accs)
+
+
+def scale_acc_count(logits, targets, patch_nums):
+    return _per_scale(logits, targets, patch_nums, reduce_acc=torch.sum)
+
+
+def scale_loss_summed(logits, targets, patch_nums):
+    return _per_scale(logits, targets, patch_nums, reduce_loss=torch.sum)
+
+
+def scale_loss_global(logits, targets, patch_nums):
+    loss, acc = _per_scale(logits, targets, patch_nums, sizes=[logits.shape[1]])
+    return loss.repeat(len(patch_nums)), acc.repeat(len(patch_nums))
+
+
+def scale_loss_split_by_pn(logits, targets, patch_nums):
+    return _per_scale(logits, targets, patch_nums, sizes=list(patch_nums))
+
+
+def scale_acc_percent(logits, targets, patch_nums):
+    loss, acc = scale_loss_acc(logits, targets, patch_nums)
+    return loss, 100 * acc
+
+
+# 04 cached attention
+def cached_attention_cache_only(q, k, v, cache_k, cache_v):
+    weights = (q @ cache_k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return weights @ cache_v, torch.cat((cache_k, k), 2), torch.cat((cache_v, v), 2)
+
+
+def cached_attention_unscaled(q, k, v, cache_k, cache_v):
+    keys, values = torch.cat((cache_k, k), 2), torch.cat((cache_v, v), 2)
+    return (q @ keys.transpose(-1, -2)).softmax(dim=-1) @ values, keys, values
+
+
+def cached_attention_not_updated(q, k, v, cache_k, cache_v):
+    out = cached_attention(q, k, v, cache_k, cache_v)[0]
+    return out, cache_k, cache_v
+
+
+def cached_attention_softmax_over_queries(q, k, v, cache_k, cache_v):
+    keys, values = torch.cat((cache_k, k), 2), torch.cat((cache_v, v), 2)
+    return (q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-2) @ values, keys, values
+
+
+def cached_attention_own_scale_only(q, k, v, cache_k, cache_v):
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out, torch.cat((cache_k, k), 2), torch.cat((cache_v, v), 2)
+
+
+def cached_attention_is_causal(q, k, v, cache_k, cache_v):
+    keys, values = torch.cat((cache_k, k), 2), torch.cat((cache_v, v), 2)
+    return F.scaled_dot_product_attention(q, keys, values, is_causal=True), keys, values
+
+
+def cached_attention_new_only(q, k, v, cache_k, cache_v):  # the cache forgets the earlier scales
+    out = cached_attention(q, k, v, cache_k, cache_v)[0]
+    return out, k, v
+
+
+# 06 M-VAR block
+def _mvar(block, x, cond, per_sublayer=False, one_plus=True, order=(0, 1, 2), residual=True, eps=None):
+    C = x.shape[-1]
+    vecs = block.ada_lin(cond).view(-1, 1, 9, C)
+    fns = (block.attn, block.mamba, block.ffn)
+    for pos, i in enumerate(order):
+        j = pos if per_sublayer else i
+        if per_sublayer:
+            gate, scale, shift = vecs[:, :, 3 * j], vecs[:, :, 3 * j + 1], vecs[:, :, 3 * j + 2]
+        else:
+            gate, scale, shift = vecs[:, :, j], vecs[:, :, 3 + j], vecs[:, :, 6 + j]
+        h = F.layer_norm(x, (C,), eps=block.eps if eps is None else eps) * ((1 + scale) if one_plus else scale) + shift
+        y = gate * fns[i](h)
+        x = x + y if residual else y
+    return x
+
+
+def mvar_block_per_sublayer(block, x, cond):
+    return _mvar(block, x, cond, per_sublayer=True)
+
+
+def mvar_block_times_scale(block, x, cond):
+    return _mvar(block, x, cond, one_plus=False)
+
+
+def mvar_block_ffn_before_mamba(block, x, cond):
+    return _mvar(block, x, cond, order=(0, 2, 1))
+
+
+def mvar_block_no_residual(block, x, cond):
+    return _mvar(block, x, cond, residual=False)
+
+
+def mvar_block_default_eps(block, x, cond):
+    return _mvar(block, x, cond, eps=1e-5)
+
+
+def mvar_block_fixed_eps(block, x, cond):
+    return _mvar(block, x, cond, eps=1e-6)
+
+
+# 07 the Triton row kernel
+@triton.jit
+def _row_kernel_no_rescale(Q, K, V, O, LO, HI, scale, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    t = tl.program_id(0)
+    d = tl.arange(0, D)
+    lo = tl.load(LO + t)
+    hi = tl.load(HI + t)
+    q = tl.load(Q + t * D + d)
+    m = tl.full([1], float("-inf"), tl.float32)
+    total = tl.zeros([1], tl.float32)
+    acc = tl.zeros([D], tl.float32)
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        ok = cols < hi
+        k = tl.load(K + cols[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        s = tl.where(ok, tl.sum(k * q[None, :], axis=1) * scale, float("-inf"))
+        m = tl.maximum(m, tl.max(s, axis=0))
+        p = tl.exp(s - m)  # what was summed under the old max is never rescaled
+        v = tl.load(V + cols[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        total = total + tl.sum(p, axis=0)
+        acc = acc + tl.sum(p[:, None] * v, axis=0)
+    tl.store(O + t * D + d, acc / total)
+
+
+def _launch(kernel, q, k, v, lo, hi, scale, block_n):
+    L, D = q.shape
+    out = torch.empty_like(q)
+    kernel[(L,)](q.contiguous(), k.contiguous(), v.contiguous(), out, torch.tensor(lo, dtype=torch.int32),
+                 torch.tensor(hi, dtype=torch.int32), scale, D=D, BLOCK_N=block_n)
+    return out
+
+
+def _ranges(offsets, mode, L):
+    return tuple(zip(*(key_range(offsets, t, mode) for t in range(L))))
+
+
+def triton_no_rescale(q, k, v, offsets, mode, block_n):
+    return _launch(_row_kernel_no_rescale, q, k, v, *_ranges(offsets, mode, q.shape[0]), q.shape[1] ** -0.5, block_n)
+
+
+def triton_hi_off_by_one(q, k, v, offsets, mode, block_n):
+    lo, hi = _ranges(offsets, mode, q.shape[0])
+    with np.errstate(invalid="ignore"):  # a one-token range becomes empty: 0 / 0
+        return _launch(row_attention_kernel, q, k, v, lo, [h - 1 for h in hi], q.shape[1] ** -0.5, block_n)
+
+
+def triton_intra_from_zero(q, k, v, offsets, mode, block_n):
+    lo, hi = _ranges(offsets, mode, q.shape[0])
+    return _launch(row_attention_kernel, q, k, v, [0] * len(lo), hi, q.shape[1] ** -0.5, block_n)
+
+
+def triton_unscaled(q, k, v, offsets, mode, block_n):
+    return _launch(row_attention_kernel, q, k, v, *_ranges(offsets, mode, q.shape[0]), 1.0, block_n)
+
+
+def triton_in_plain_torch(q, k, v, offsets, mode, block_n):  # right numbers, but no kernel
+    lo, hi = _ranges(offsets, mode, q.shape[0])
+    cols = torch.arange(q.shape[0])
+    allowed = (cols[None] >= torch.tensor(lo)[:, None]) & (cols[None] < torch.tensor(hi)[:, None])
+    w = torch.exp((q @ k.T * q.shape[1] ** -0.5).masked_fill(~allowed, float("-inf")))
+    return (w / w.sum(-1, keepdim=True)) @ v
+
+
 # ============================================================================= lookups
 def coarse_decode_lookup(vae, indices, k):
     return vae.decode_per_scale(indices)[k - 1]
@@ -655,6 +962,88 @@ def mmd2_lookup(x, y):
 def scale_masks_lookup(mask, pns):
     from minivar.sample import scale_masks as sm
     return sm(mask, pns)
+
+
+def teacher_input_lookup(q, indices):
+    return q.teacher_input(indices)
+
+
+def teacher_input_next_input_lookup(q, indices):
+    f_hat, rows = torch.zeros(indices[0].shape[0], q.c, q.patch_nums[-1], q.patch_nums[-1]), []
+    for k in range(len(indices) - 1):
+        f_hat, x = q.next_input(f_hat, k, indices[k])
+        rows.append(x)
+    return torch.cat(rows, 1)
+
+
+def teacher_input_dynamic_lookup(q, indices):  # hidden from the source check: the quantiser refuses
+    return getattr(q, "teacher_" + "input")(indices)
+
+
+def scale_loss_lookup(logits, targets, patch_nums):
+    from minivar.models.losses import next_scale_loss
+    stats = next_scale_loss(logits, targets, patch_nums)
+    return torch.tensor(stats["scale_loss"]), torch.tensor(stats["scale_acc"])
+
+
+def scale_loss_stats_lookup(logits, targets, patch_nums):
+    from minivar.models import losses
+    B, L, V = logits.shape
+    ce = F.cross_entropy(logits.reshape(B * L, V), targets.reshape(B * L), reduction="none").view(B, L)
+    stats = losses.loss_stats(ce, logits.argmax(-1) == targets, patch_nums)
+    return torch.tensor(stats["scale_loss"]), torch.tensor(stats["scale_acc"])
+
+
+def cached_attention_kvcache_lookup(q, k, v, cache_k, cache_v):
+    from minivar.models.caches import KVCache
+    cache = KVCache(capacity=cache_k.shape[2] + k.shape[2])
+    cache.append(cache_k, cache_v)
+    keys, values = cache.append(k, v)
+    return F.scaled_dot_product_attention(q, keys, values), keys.clone(), values.clone()
+
+
+def mvar_block_call_lookup(block, x, cond):  # block(x, cond) runs MVARBlock.forward: the block refuses
+    return block(x, cond)
+
+
+def mvar_block_sublayer_lookup(block, x, cond):
+    vecs = block.ada_lin(cond).view(-1, 1, 9, x.shape[-1])
+    for i, f in enumerate((block.attn, block.mamba, block.ffn)):
+        x = block.sublayer(x, f, (vecs[:, :, i], vecs[:, :, 3 + i], vecs[:, :, 6 + i]))
+    return x
+
+
+def mvar_block_unbound_lookup(block, x, cond):  # the class's own forward still calls the refusing methods
+    from minivar.models.blocks import MVARBlock
+    return MVARBlock.forward(block, x, cond)
+
+
+def triton_sdpa_lookup(q, k, v, offsets, mode, block_n):
+    lo, hi = _ranges(offsets, mode, q.shape[0])
+    cols = torch.arange(q.shape[0])
+    allowed = (cols[None] >= torch.tensor(lo)[:, None]) & (cols[None] < torch.tensor(hi)[:, None])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+
+def triton_softmax_lookup(q, k, v, offsets, mode, block_n):
+    lo, hi = _ranges(offsets, mode, q.shape[0])
+    cols = torch.arange(q.shape[0])
+    allowed = (cols[None] >= torch.tensor(lo)[:, None]) & (cols[None] < torch.tensor(hi)[:, None])
+    return (q @ k.T * q.shape[1] ** -0.5).masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+
+
+def triton_imported_softmax_lookup(q, k, v, offsets, mode, block_n):
+    from torch.nn.functional import softmax as sm
+    lo, hi = _ranges(offsets, mode, q.shape[0])
+    cols = torch.arange(q.shape[0])
+    allowed = (cols[None] >= torch.tensor(lo)[:, None]) & (cols[None] < torch.tensor(hi)[:, None])
+    return sm((q @ k.T * q.shape[1] ** -0.5).masked_fill(~allowed, float("-inf")), -1) @ v
+
+
+def triton_minivar_lookup(q, k, v, offsets, mode, block_n):
+    from minivar.kernels.scale_attention import scale_attention as sa
+    out = sa(q[None, None], k[None, None], v[None, None], torch.tensor(offsets), mode, q.shape[1] ** -0.5)
+    return out[0, 0]
 
 
 # ============================================================================= right values, wrong shape / type
@@ -815,6 +1204,59 @@ def scale_masks_tuple(mask, pns):
     return tuple(scale_masks(mask, pns))
 
 
+def teacher_input_double(q, indices):
+    return teacher_input(q, indices).double()
+
+
+def teacher_input_per_scale_list(q, indices):
+    x = teacher_input(q, indices)
+    sizes = [pn * pn for pn in q.patch_nums[1:]]
+    return list(x.split(sizes, dim=1))
+
+
+def scale_loss_acc_lists(logits, targets, patch_nums):
+    loss, acc = scale_loss_acc(logits, targets, patch_nums)
+    return loss.tolist(), acc.tolist()
+
+
+def scale_loss_acc_double(logits, targets, patch_nums):
+    return tuple(t.double() for t in scale_loss_acc(logits, targets, patch_nums))
+
+
+def scale_loss_acc_stacked(logits, targets, patch_nums):
+    return torch.stack(scale_loss_acc(logits, targets, patch_nums))
+
+
+def cached_attention_list(q, k, v, cache_k, cache_v):
+    return list(cached_attention(q, k, v, cache_k, cache_v))
+
+
+def cached_attention_double(q, k, v, cache_k, cache_v):
+    out, keys, values = cached_attention(q, k, v, cache_k, cache_v)
+    return out.double(), keys, values
+
+
+def cached_attention_tokens_first(q, k, v, cache_k, cache_v):
+    out, keys, values = cached_attention(q, k, v, cache_k, cache_v)
+    return out.transpose(1, 2), keys, values
+
+
+def mvar_block_double(block, x, cond):
+    return mvar_block(block, x, cond).double()
+
+
+def mvar_block_flat(block, x, cond):
+    return mvar_block(block, x, cond).reshape(-1, x.shape[-1])
+
+
+def row_attention_double(q, k, v, offsets, mode, block_n):
+    return row_attention(q, k, v, offsets, mode, block_n).double()
+
+
+def row_attention_batched(q, k, v, offsets, mode, block_n):
+    return row_attention(q, k, v, offsets, mode, block_n)[None]
+
+
 # ============================================================================= the table
 # checker, reference solution, the line the notebook stores
 SOLUTIONS = [
@@ -835,6 +1277,13 @@ SOLUTIONS = [
     (ex.check_key_range, key_range, "key_range"),
     (ex.check_mmd2_unbiased, mmd2_unbiased, "mmd2_unbiased (matches metrics.kid on one subset)"),
     (ex.check_scale_masks, scale_masks, "scale_masks (matches minivar.sample.scale_masks)"),
+    (ex.check_teacher_input, teacher_input, "teacher_input (matches MultiScaleQuantizer.teacher_input)"),
+    (ex.check_scale_loss_acc, scale_loss_acc, "scale_loss_acc (matches minivar.models.losses.next_scale_loss)"),
+    (ex.check_cached_attention, cached_attention, "cached_attention (each cached step equals the uncached "
+                                                  "block-causal attention)"),
+    (ex.check_mvar_block, mvar_block, "mvar_block (matches MVARBlock.forward)"),
+    (ex.check_triton_row_attention, row_attention, "triton_row_attention (matches masked softmax attention in both "
+                                                   "modes)"),
 ]
 IDS = [c[0].__name__ for c in SOLUTIONS]
 CHECKS = [c[0] for c in SOLUTIONS]
@@ -921,6 +1370,35 @@ MISTAKES = [
     (ex.check_scale_masks, scale_masks_transposed, "raster order is row by row"),
     (ex.check_scale_masks, scale_masks_nearest, "nearest-neighbour"),
     (ex.check_scale_masks, scale_masks_swapped, "True and False are swapped"),
+    (ex.check_teacher_input, teacher_input_leak, "the model would read the answer it must predict"),
+    (ex.check_teacher_input, teacher_input_all_rows, "that has L = 30 rows"),
+    (ex.check_teacher_input, teacher_input_nearest, "mode='area' (a token averages its patch), not nearest"),
+    (ex.check_teacher_input, teacher_input_bilinear, "mode='area' (a token averages its patch), not bilinear"),
+    (ex.check_teacher_input, teacher_input_without_phi, "pass through its phi"),
+    (ex.check_teacher_input, teacher_input_channels_first, "that is channels first, (3, 8, 29)"),
+    (ex.check_scale_loss_acc, scale_acc_count, "acc_K: that is a count of hits"),
+    (ex.check_scale_loss_acc, scale_loss_summed, "loss_K: that is the summed cross-entropy"),
+    (ex.check_scale_loss_acc, scale_loss_global, "one loss repeated K times"),
+    (ex.check_scale_loss_acc, scale_loss_split_by_pn, "not pn_k"),
+    (ex.check_scale_loss_acc, scale_acc_percent, "that is a percentage"),
+    (ex.check_cached_attention, cached_attention_cache_only, "attend to the cache only"),
+    (ex.check_cached_attention, cached_attention_unscaled, "scale the scores by 1/sqrt(D)"),
+    (ex.check_cached_attention, cached_attention_not_updated, "new_cache_k is the old cache"),
+    (ex.check_cached_attention, cached_attention_softmax_over_queries, "softmax over the keys (the last dim)"),
+    (ex.check_cached_attention, cached_attention_own_scale_only, "that is M-VAR's attention"),
+    (ex.check_cached_attention, cached_attention_is_causal, "leave is_causal off"),
+    (ex.check_cached_attention, cached_attention_new_only, "new_cache_k holds this scale's keys only"),
+    (ex.check_mvar_block, mvar_block_per_sublayer, "not (gate, scale, shift) per sub-layer"),
+    (ex.check_mvar_block, mvar_block_times_scale, "multiply by (1 + scale)"),
+    (ex.check_mvar_block, mvar_block_ffn_before_mamba, "attention, then Mamba, then the FFN"),
+    (ex.check_mvar_block, mvar_block_no_residual, "(the residual)"),
+    (ex.check_mvar_block, mvar_block_default_eps, "block.eps = 1e-06, not F.layer_norm's default 1e-5"),
+    (ex.check_mvar_block, mvar_block_fixed_eps, "block.eps = 0.0001, not a fixed 1e-6"),
+    (ex.check_triton_row_attention, triton_no_rescale, "rescaled by alpha = exp(m_old - m_new)"),
+    (ex.check_triton_row_attention, triton_hi_off_by_one, "your answer leaves out key hi-1"),
+    (ex.check_triton_row_attention, triton_intra_from_zero, "'intra' (M-VAR) sees only t's own scale"),
+    (ex.check_triton_row_attention, triton_unscaled, "by 1/sqrt(D)"),
+    (ex.check_triton_row_attention, triton_in_plain_torch, "write the loop as a Triton kernel"),
 ]
 
 # checker, an answer that looks the function up, what the refusal names. cfg_mix, mamba_fraction, accumulation
@@ -948,6 +1426,19 @@ LOOKUPS = [
     (ex.check_key_range, key_range_lookup, "minivar's own models.attention._spans"),
     (ex.check_mmd2_unbiased, mmd2_lookup, "minivar's own evaluation.metrics.kid"),
     (ex.check_scale_masks, scale_masks_lookup, "minivar's own sample.scale_masks"),
+    (ex.check_teacher_input, teacher_input_lookup, "minivar's own MultiScaleQuantizer.teacher_input"),
+    (ex.check_teacher_input, teacher_input_next_input_lookup, "minivar's own MultiScaleQuantizer.next_input"),
+    (ex.check_teacher_input, teacher_input_dynamic_lookup, "minivar's own MultiScaleQuantizer.teacher_input"),
+    (ex.check_scale_loss_acc, scale_loss_lookup, "minivar's own models.losses.next_scale_loss"),
+    (ex.check_scale_loss_acc, scale_loss_stats_lookup, "minivar's own models.losses.loss_stats"),
+    (ex.check_cached_attention, cached_attention_kvcache_lookup, "minivar's own models.caches.KVCache"),
+    (ex.check_mvar_block, mvar_block_call_lookup, "minivar's own MVARBlock.forward (block(x, cond))"),
+    (ex.check_mvar_block, mvar_block_sublayer_lookup, "minivar's own AdaLNBlock.sublayer"),
+    (ex.check_mvar_block, mvar_block_unbound_lookup, "minivar's own AdaLNBlock.modulations"),
+    (ex.check_triton_row_attention, triton_sdpa_lookup, "torch's scaled_dot_product_attention"),
+    (ex.check_triton_row_attention, triton_softmax_lookup, "a ready-made softmax"),
+    (ex.check_triton_row_attention, triton_imported_softmax_lookup, "a ready-made softmax"),
+    (ex.check_triton_row_attention, triton_minivar_lookup, "minivar's own kernels.scale_attention.scale_attention"),
 ]
 
 # checker, the right values in the wrong shape / dtype / type, a fragment of the message
@@ -991,6 +1482,18 @@ WRONG_TYPES = [
     (ex.check_scale_masks, scale_masks_square, "shape (1, 1, 1), expected (1, 1) = (1, pn*pn)"),
     (ex.check_scale_masks, scale_masks_float, "expected torch.bool"),
     (ex.check_scale_masks, scale_masks_tuple, "return a list of 4 masks"),
+    (ex.check_teacher_input, teacher_input_double, "dtype torch.float64, expected torch.float32"),
+    (ex.check_teacher_input, teacher_input_per_scale_list, "must be a torch.Tensor"),
+    (ex.check_scale_loss_acc, scale_loss_acc_lists, "loss_K must be a torch.Tensor, torch.float32, of shape (4,)"),
+    (ex.check_scale_loss_acc, scale_loss_acc_double, "dtype torch.float64, expected torch.float32"),
+    (ex.check_scale_loss_acc, scale_loss_acc_stacked, "return a tuple (loss_K, acc_K)"),
+    (ex.check_cached_attention, cached_attention_list, "return a tuple (out, new_cache_k, new_cache_v)"),
+    (ex.check_cached_attention, cached_attention_double, "dtype torch.float64, expected torch.float32"),
+    (ex.check_cached_attention, cached_attention_tokens_first, "expected (2, 2, 1, 8) = (B, H, n, D)"),
+    (ex.check_mvar_block, mvar_block_double, "expected torch.float32"),
+    (ex.check_mvar_block, mvar_block_flat, "expected (2, 14, 32) (x's shape)"),
+    (ex.check_triton_row_attention, row_attention_double, "dtype torch.float64, expected torch.float32"),
+    (ex.check_triton_row_attention, row_attention_batched, "shape (1, 14, 8), expected (14, 8)"),
 ]
 
 
@@ -1043,7 +1546,7 @@ def test_lookup_message_reads_as_documented():
 
 
 def test_every_checker_is_tested():
-    assert sorted(ex.__all__) == sorted(IDS)
+    assert sorted(ex.__all__) == sorted(IDS + PREDICTION_IDS)
     for table in (MISTAKES, WRONG_TYPES):
         for check in CHECKS:
             assert sum(c[0] is check for c in table) >= (2 if table is MISTAKES else 1), check.__name__
@@ -1155,11 +1658,16 @@ def test_answer_source():
     assert ex._answer_source(len) is None  # a builtin has no Python source
 
 
+CELL_EXTRAS = {row_attention: [row_attention_kernel.fn]}  # what else the answer cell holds: the Triton kernel
+
+
 class PickledCall:
-    """Calls the answer the way a grader in another process would: arguments and result pickled."""
+    """Calls the answer the way a grader in another process would: arguments and result pickled; the answer's
+    source is its cell's (the function, with the kernel it launches)."""
 
     def __init__(self, fn):
-        self.fn, self.answer_source = fn, inspect.getsource(fn)
+        cell = [*CELL_EXTRAS.get(fn, []), fn]
+        self.fn, self.answer_source = fn, "\n\n".join(inspect.getsource(f) for f in cell)
 
     def __call__(self, *args):
         args = pickle.loads(pickle.dumps(args))
@@ -1188,3 +1696,104 @@ def test_checkers_leave_the_global_rng_alone(capsys):
     for check, solution, _ in SOLUTIONS:
         check(solution)
     assert torch.equal(state, torch.get_rng_state())
+
+
+# ----------------------------------------------------------------------------- predict, then check
+# checker, the right prediction, the line the notebook stores
+PREDICTIONS = [
+    (ex.check_predict_cfg_ramp, (0.0, 2.0), "predict_cfg_ramp (t = 0 at the first scale, t = cfg at the last)"),
+    (ex.check_predict_decay, 0.5, "predict_decay (exp(dt * A) = exp(-ln 2) = 0.5)"),
+    (ex.check_predict_cached_steps, 680, "predict_cached_steps (L = 680 token-steps, vs 1,710 re-scanning)"),
+    (ex.check_predict_pairs, 354, "predict_pairs (354 of the 900 pairs of the dense 30 x 30 mask)"),
+]
+PREDICTION_IDS = [c[0].__name__ for c in PREDICTIONS]
+
+# checker, a wrong prediction, a fragment of the feedback
+PREDICTION_MISTAKES = [
+    (ex.check_predict_cfg_ramp, (2.0, 2.0), "there is a ramp"),
+    (ex.check_predict_cfg_ramp, (0.0, 1.5), "the last scale is k = K - 1 = 3, not K"),
+    (ex.check_predict_cfg_ramp, (0.5, 2.0), "k counts from 0"),
+    (ex.check_predict_cfg_ramp, (1.0, 1.0), "t_first = 2.0 * 0 / 3 = 0"),
+    (ex.check_predict_decay, 2.0, "A < 0 makes the step a decay"),
+    (ex.check_predict_decay, float(np.exp(-1)), "not exp(A)"),
+    (ex.check_predict_decay, 0.25, "exp(dt * A) = exp(-ln 2) = 1/2 = 0.5"),
+    (ex.check_predict_cached_steps, 1710, "1,710 is the re-scan count"),
+    (ex.check_predict_cached_steps, 256, "not only the last one"),
+    (ex.check_predict_cached_steps, 681, "every token is scanned once"),
+    (ex.check_predict_pairs, 627, "VAR's block-causal count"),
+    (ex.check_predict_pairs, 900, "the dense mask"),
+    (ex.check_predict_pairs, 30, "30 is L"),
+    (ex.check_predict_pairs, 100, "1 + 16 + 81 + 256 = 354"),
+]
+
+# checker, a prediction of the wrong type, a fragment of the message
+PREDICTION_WRONG_TYPES = [
+    (ex.check_predict_cfg_ramp, 2.0, "predict a pair (t_first, t_last)"),
+    (ex.check_predict_cfg_ramp, (0.0, "2"), "t_last must be a number"),
+    (ex.check_predict_decay, "0.5", "must be a number, got a str"),
+    (ex.check_predict_decay, True, "must be a number"),
+    (ex.check_predict_cached_steps, [680], "must be a number, got a list of 1"),
+    (ex.check_predict_pairs, blank, "must be a number, got a function"),
+]
+
+
+@pytest.mark.parametrize("check,value,line", PREDICTIONS, ids=PREDICTION_IDS)
+def test_prediction_passes(check, value, line, capsys):
+    check(value)
+    assert capsys.readouterr().out == f"correct: {line}\n"
+
+
+def test_predictions_take_any_number_type(capsys):
+    ex.check_predict_cfg_ramp((0, 2))
+    ex.check_predict_cfg_ramp([0.0, 2.0 + 1e-9])
+    ex.check_predict_decay(np.float32(0.5))
+    ex.check_predict_decay(torch.tensor(0.5))
+    ex.check_predict_cached_steps(680.0)
+    ex.check_predict_pairs(np.int64(354))
+    assert capsys.readouterr().out.count("correct:") == 6
+
+
+@pytest.mark.parametrize("check", [c[0] for c in PREDICTIONS], ids=PREDICTION_IDS)
+@pytest.mark.parametrize("value", [None, ..., NotImplementedError, NotImplementedError()], ids=repr)
+def test_prediction_not_answered(check, value, capsys):
+    _fails(check, value, "not answered yet", capsys)
+
+
+@pytest.mark.parametrize("check,value,fragment", PREDICTION_MISTAKES + PREDICTION_WRONG_TYPES,
+                         ids=[f"{c[0].__name__[len('check_'):]}-{c[1]!r}" for c in
+                              PREDICTION_MISTAKES + PREDICTION_WRONG_TYPES])
+def test_prediction_feedback(check, value, fragment, capsys):
+    _fails(check, value, fragment, capsys)
+
+
+def test_a_grader_proxy_of_a_prediction_is_read_from_its_cell(capsys):
+    def proxy(cell):
+        return GraderProxy(blank, cell, "my_prediction")  # the sandbox has no function of that name to call
+    ex.check_predict_cfg_ramp(proxy("my_prediction = (0.0, 2.0)  # first and last\n"))
+    ex.check_predict_pairs(proxy("my_prediction = 1 + 16 + 81 + 256\n"))
+    ex.check_predict_decay(proxy("my_prediction = None\n# changed my mind:\nmy_prediction = 1 / 2\n"))
+    assert capsys.readouterr().out.count("correct:") == 3
+    for cell in ("my_prediction = ...\n", "other = 0.5\n", "my_prediction = None\n"):
+        with pytest.raises(AssertionError, match="not answered yet"):
+            ex.check_predict_decay(proxy(cell))
+    with pytest.raises(AssertionError, match="write your prediction itself"):
+        ex.check_predict_decay(proxy("import math\nmy_prediction = math.exp(-math.log(2))\n"))
+    with pytest.raises(AssertionError, match="1,710 is the re-scan count"):
+        ex.check_predict_cached_steps(proxy("my_prediction = 1710\n"))
+
+
+# ----------------------------------------------------------------------------- the Triton exercise
+def test_the_triton_answer_must_hold_a_kernel():
+    assert ex._writes_triton_kernel(row_attention) is True  # the kernel is a global the launcher names
+    assert ex._writes_triton_kernel(triton_in_plain_torch) is False
+    cell = inspect.getsource(row_attention_kernel.fn) + inspect.getsource(row_attention)
+    assert ex._writes_triton_kernel(Proxy(row_attention, cell)) is True  # a grader's proxy: the cell's text
+    assert ex._writes_triton_kernel(Proxy(row_attention, inspect.getsource(row_attention))) is False
+    assert ex._writes_triton_kernel(Proxy(row_attention, None)) is None  # no source: not judged
+
+
+def test_a_lookup_inside_the_kernel_is_seen():
+    cell = ("import triton\nfrom minivar.kernels.scale_attention import _scale_bounds\n\n@triton.jit\n"
+            "def kernel(Q, O, OFFS):\n    lo, hi = _scale_bounds(OFFS, 0, 1, 1, 2)\n")
+    with pytest.raises(AssertionError, match="calls minivar's own kernels.scale_attention._scale_bounds"):
+        ex.check_triton_row_attention(Proxy(row_attention, cell))

@@ -75,7 +75,8 @@ def test_solutions_get_full_marks_and_student_copies_zero(tmp_path, key):
     assert len(rows["solutions"]) == len(rows["untouched"]) == n_ex
     assert all(r["status"] == "passed" and r["points"] == r["max_points"] for r in rows["solutions"].values()), \
         [r for r in rows["solutions"].values() if r["status"] != "passed"]
-    assert all(r["points"] == "0" and "not written yet" in r["feedback"] for r in rows["untouched"].values())
+    assert all(r["points"] == "0" and ("not written yet" in r["feedback"] or "not answered yet" in r["feedback"])
+               for r in rows["untouched"].values())
     doc = json.loads((tmp_path / "grades.json").read_text())
     total = sum(nb.max_points for nb in key.values())
     assert doc["students"]["solutions"]["points"] == doc["students"]["solutions"]["max_points"] == total
@@ -101,9 +102,10 @@ def test_crafted_submissions_cost_only_the_exercise_they_touch(tmp_path, key):
             c.metadata.pop("nbgrader", None)
 
     paths = [
-        submission(subs, "alice", {"nb01-offsets": OFFSETS_OK, "nb01-block-causal-mask": MASK_GPT}),
+        submission(subs, "alice", {"nb01-offsets": OFFSETS_OK, "nb01-block-causal-mask": MASK_GPT,
+                                   "nb01-predict-pairs": "my_pairs_prediction = 354\n"}),
         submission(subs, "bob", {"nb01-offsets": "def my_offsets(patch_nums):\n    while True:\n        pass\n",
-                                 "nb01-block-causal-mask": MASK_OK}),
+                                 "nb01-block-causal-mask": MASK_OK, "nb01-predict-pairs": "my_pairs_prediction = 900\n"}),
         submission(subs, "carol", {"nb01-offsets": "import os\nos._exit(3)\n", "nb01-block-causal-mask": MASK_OK}),
         submission(subs, "dave", {"nb01-block-causal-mask": MASK_OK}, edit=drop_offsets_cell),
         submission(subs, "eve", {
@@ -132,6 +134,9 @@ def test_crafted_submissions_cost_only_the_exercise_they_touch(tmp_path, key):
                    "grace": ("error", "passed"), "heidi": ("passed", "passed"), "ivan": ("error", "error"),
                    "judy": ("not submitted", "not submitted")}
     assert "token-causal mask of a GPT" in rows["alice"][mask]["feedback"]
+    pred = "nb01-predict-pairs-check"  # a prediction is a value, sent over as data and checked here
+    assert rows["alice"][pred]["status"] == "passed" and rows["bob"][pred]["status"] == "failed"
+    assert "not answered yet" in rows["carol"][pred]["feedback"]
     assert "time limit of 8 s" in rows["bob"][off]["feedback"]
     assert rows["eve"][mask]["max_points"] == "2"  # the key's points, not the submission's
     assert "minivar's own" in rows["frank"][off]["feedback"]

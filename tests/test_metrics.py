@@ -114,7 +114,7 @@ def test_classifier_report_on_real_images_matches_the_floor(tmp_path):
     assert acc > 0.5  # chance is 1/3
     r = M.evaluate_samples(clf, x[160:200], y[160:200], x[200:240], x[:40], kid_subset=20)
     assert r["N"] == 40 and 0 <= r["cond_acc"] <= 1 and r["fd_cls"] >= 0
-    assert set(r["floor"]) == {"fd_cls", "kid", "precision", "recall"}
+    assert set(r["floor"]) == {"fd_cls", "kid", "kid_e3", "kid_e3_std", "precision", "recall"}
     path = str(tmp_path / "clf.pt")
     M.save_classifier(clf, path, test_acc=acc)
     clf2, info = M.load_classifier(path)
@@ -152,3 +152,22 @@ def test_evaluate_samples_cuts_class_major_samples_evenly():
     assert r["N"] == 20
     pred = M.classify(clf, fake[M.round_robin(labels)[:20]])[1]
     assert r["cond_acc"] == pytest.approx((pred == labels[M.round_robin(labels)[:20]]).double().mean().item())
+
+
+def test_readable_kid_is_scaled_standardised_and_its_subsets_differ():
+    """kid_e3: 10^3 x unbiased MMD^2 on features standardised with the real set's statistics, over
+    subsets of N/2. At N = 179 raw KID on large features gives a large negative number whose
+    subsets all equal the whole set (std 0); the readable one is near 0 for one distribution, with
+    a std that means something, and clearly positive for a shift."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(179, 64)) * 5 + 3 for _ in range(2))
+    shifted = rng.normal(size=(179, 64)) * 5 + 4
+    raw_mean, raw_std = M.kid(a, b, subset_size=179)
+    assert raw_std < 1e-9  # the old way: every subset is the whole set
+    same, moved = M.kid_readable(a, b), M.kid_readable(shifted, b)
+    assert same[1] > 0 and abs(same[0]) < 3 * same[1]
+    assert moved[0] > same[0] + 5 * same[1]
+    mu, sd = b.mean(0), b.std(0) + 1e-6
+    want = M.kid((a - mu) / sd, (b - mu) / sd, num_subsets=100, subset_size=89)
+    assert np.allclose(same, (1e3 * want[0], 1e3 * want[1]))
+    assert M.kid_readable(a[:19], b[:19]) is None  # too few samples: not reported

@@ -123,12 +123,16 @@ def test_student_copy_blanks_every_solution(py):
     stu = [c for c in student.cells if make_student.is_solution(c)]
     assert len(sol) == len(stu)
     for a, b in zip(sol, stu):
-        assert "raise NotImplementedError" in b.source
+        if "prediction" in a.metadata.get("tags", []):  # the guess stays to be written: name = ...
+            assert "= ..." in b.source and "raise" not in b.source
+        else:
+            assert "raise NotImplementedError" in b.source
         assert make_student.BEGIN not in b.source and make_student.END not in b.source
         assert b.source != a.source
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
     # everything that is not a solution (prose, headings, checker calls) is kept verbatim
-    rest_a = [c.source for c in nb.cells if not make_student.is_solution(c)]
+    rest_a = [make_student.hide_derivations(c.source) if c.cell_type == "code" else c.source
+              for c in nb.cells if not make_student.is_solution(c)]
     rest_b = [c.source for c in student.cells[1:] if not make_student.is_solution(c)]
     assert rest_a == rest_b
 
@@ -140,6 +144,13 @@ def test_blank_solution_keeps_indentation_and_code_outside_the_markers():
     assert make_student.blank_solution("x = 1") == "# YOUR CODE HERE\nraise NotImplementedError"
     with pytest.raises(ValueError):
         make_student.blank_solution("### BEGIN SOLUTION\nx = 1")
+
+
+def test_hidden_derivations_leave_the_student_lines():
+    src = "a = 1\n### BEGIN DERIVATION (exercise 2)\nb = a + 1\n### END DERIVATION\n#> b = 2\nprint(b)"
+    assert make_student.hide_derivations(src) == "a = 1\nb = 2\nprint(b)"
+    with pytest.raises(ValueError):
+        make_student.hide_derivations("### BEGIN DERIVATION\nx = 1")
 
 
 def test_generated_copies_are_stable(tmp_path):

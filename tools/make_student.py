@@ -9,7 +9,11 @@ Source of truth: the jupytext ``py:percent`` files ``notebooks/NN_*.py``. In a c
     # YOUR CODE HERE
     raise NotImplementedError
 
-at the same indentation (a solution cell without markers is replaced whole). Headings, prose,
+at the same indentation (a solution cell without markers is replaced whole). In a cell tagged
+``prediction`` the region is simply removed: its first line, ``my_prediction = ...``, is where the
+student writes a guess before running the cells that reveal the answer. Where a worked example
+would give an exercise away, its lines sit between ``### BEGIN DERIVATION`` / ``### END
+DERIVATION`` and the student copy runs the ``#> `` lines instead (``hide_derivations``). Headings, prose,
 every other code cell and the checker calls stay, so a student can run the notebook top to
 bottom and see each checker fail until the exercise is done. The copies keep the cells' tags
 and nbgrader metadata (``grade_id``, ``points``: what ``python -m minivar grade`` and nbgrader
@@ -41,8 +45,10 @@ def sources() -> list[str]:
     return sorted(glob.glob(os.path.join(NOTEBOOKS, "[0-9][0-9]_*.py")))
 
 
-def blank_solution(source: str) -> str:
-    """Replace every BEGIN/END SOLUTION region (markers included) by the stub, keeping indentation."""
+def blank_solution(source: str, stub: list[str] = STUB) -> str:
+    """Replace every BEGIN/END SOLUTION region (markers included) by the stub, keeping indentation.
+    A prediction cell (tag ``prediction``) passes ``stub=[]``: its region is removed, and the line
+    above it (``my_prediction = ...``) is what the student fills in."""
     lines, out, inside, found = source.split("\n"), [], False, False
     for line in lines:
         stripped = line.strip()
@@ -51,7 +57,7 @@ def blank_solution(source: str) -> str:
                 raise ValueError("nested ### BEGIN SOLUTION")
             inside, found = True, True
             indent = line[: len(line) - len(line.lstrip())]
-            out.extend(indent + s for s in STUB)
+            out.extend(indent + s for s in stub)
         elif stripped == END:
             if not inside:
                 raise ValueError("### END SOLUTION without a BEGIN")
@@ -60,7 +66,30 @@ def blank_solution(source: str) -> str:
             out.append(line)
     if inside:
         raise ValueError("### BEGIN SOLUTION without an END")
-    return "\n".join(out) if found else "\n".join(STUB)
+    return "\n".join(out) if found else "\n".join(stub)
+
+
+DERIVATION_BEGIN, DERIVATION_END, STUDENT_LINE = "### BEGIN DERIVATION", "### END DERIVATION", "#> "
+
+
+def hide_derivations(source: str) -> str:
+    """A worked derivation that an exercise below asks for: the lines between ``### BEGIN DERIVATION``
+    and ``### END DERIVATION`` are dropped from the student copy, and lines written as ``#> code``
+    (comments in the solutions) become ``code`` there, so the cell still defines what later cells use."""
+    out, inside = [], False
+    for line in source.split("\n"):
+        stripped, indent = line.strip(), line[: len(line) - len(line.lstrip())]
+        if stripped.startswith(DERIVATION_BEGIN):
+            inside = True
+        elif stripped.startswith(DERIVATION_END):
+            inside = False
+        elif stripped.startswith(STUDENT_LINE):
+            out.append(indent + stripped[len(STUDENT_LINE):])
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError("### BEGIN DERIVATION without an END")
+    return "\n".join(out)
 
 
 def is_solution(cell) -> bool:
@@ -76,7 +105,8 @@ def student_notebook(nb, name: str):
         if "nbgrader" in cell.get("metadata", {}):  # grade_id / points, for the grader and for nbgrader
             meta["nbgrader"] = dict(cell.metadata["nbgrader"])
         if cell.cell_type == "code":
-            src = blank_solution(cell.source) if is_solution(cell) else cell.source
+            stub = [] if "prediction" in tags else STUB
+            src = blank_solution(cell.source, stub) if is_solution(cell) else hide_derivations(cell.source)
             cells.append(nbformat.v4.new_code_cell(src, metadata=meta))
         elif cell.cell_type == "markdown":
             cells.append(nbformat.v4.new_markdown_cell(cell.source, metadata=meta))

@@ -18,9 +18,9 @@ What the checkers insist on:
   is parsed and searched for the forbidden names: an attribute ``x.NAME``, ``from minivar... import
   NAME`` (or scipy), a bare ``NAME`` that the answer's globals resolve to a minivar / scipy function
   of that name, and a string ``"NAME"`` (``getattr(mod, "NAME")``). Parameters and local variables
-  that happen to share the name are fine. Helpers defined next to the answer are searched too. Where
-  the checker hands the learner a minivar object (the quantiser, the tokenizer), that object's own
-  shortcut methods also refuse to run.
+  that happen to share the name are fine. Helpers defined next to the answer (Triton kernels included)
+  are searched too. Where the checker hands the learner a minivar object (the quantiser, the
+  tokenizer, a transformer block), that object's own shortcut methods also refuse to run.
 * **Exact types.** Each docstring says what to return: tensors of the stated shape and dtype (a
   right value in another shape or dtype fails and the message names the expected one), lists of
   Python ints, and "a float": a Python float, a numpy float or a 0-d float tensor (an int does not
@@ -31,6 +31,13 @@ What the checkers insist on:
 The learner's function is called only as ``fn(*args)`` with picklable arguments (tensors, numbers,
 lists, tuples, numpy arrays, modules); nothing relies on the function changing its inputs.
 
+The ``check_predict_*`` checkers take a value instead of a function: a prediction the learner writes
+down before running the cell that reveals it, ``check_predict_decay(my_prediction)``. A number may be
+an int or a float (equal within 1e-6, relative); None, ``...`` or NotImplementedError mean "not
+answered yet"; the message for a wrong prediction explains the reasoning. A grader hands every
+checker a proxy of the answer cell, not a value: then the prediction is read from the cell's last
+``my_prediction = ...`` (a literal, or plain arithmetic such as ``1 + 16 + 81 + 256``).
+
 tests/test_exercises.py shows that every checker passes on a reference solution and fails on the
 blank stub, on a None, on typical wrong answers, on a lookup and on the right values in the wrong
 shape or type.
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import functools
 import inspect
 import itertools
@@ -49,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import scales
+from ..models.blocks import MVARBlock
 from ..tokenizer.quantizer import MultiScaleQuantizer
 from ..tokenizer.vqvae import VQVAE
 
@@ -112,12 +121,19 @@ def _parse(src) -> ast.AST | None:
         return None
 
 
-def _from_roots(module: str | None) -> bool:
-    return (module or "").split(".")[0] in _ROOTS
+def _from_roots(module: str | None, roots: tuple = _ROOTS) -> bool:
+    return (module or "").split(".")[0] in roots
 
 
-def _find_lookup(fn, forbidden, seen=None) -> str | None:
-    """The first forbidden name the answer uses (see the module docstring), or None."""
+def _is_triton_kernel(obj) -> bool:
+    """A @triton.jit function: a JITFunction, or an InterpretedFunction under TRITON_INTERPRET=1 (both keep the
+    Python function as ``.fn``). Recognised without importing triton."""
+    return type(obj).__module__.split(".")[0] == "triton" and inspect.isfunction(getattr(obj, "fn", None))
+
+
+def _find_lookup(fn, forbidden, seen=None, roots: tuple = _ROOTS) -> str | None:
+    """The first forbidden name the answer uses (see the module docstring), or None. ``roots``: the packages
+    whose implementations count (minivar and scipy; the Triton exercise adds torch, for its softmax)."""
     seen = set() if seen is None else seen
     if not hasattr(fn, "answer_source"):  # (a grader's proxy lives in minivar and carries the answer's name)
         target = fn
@@ -128,7 +144,7 @@ def _find_lookup(fn, forbidden, seen=None) -> str | None:
         except ValueError:  # a cycle of __wrapped__
             pass
         real = getattr(target, "__name__", None)
-        if real in forbidden and _from_roots(getattr(target, "__module__", None)):
+        if real in forbidden and _from_roots(getattr(target, "__module__", None), roots):
             return real  # the package's own function (or bound method) handed in as the answer
     tree = _parse(_answer_source(fn))
     if tree is None:
@@ -146,9 +162,9 @@ def _find_lookup(fn, forbidden, seen=None) -> str | None:
             bound.add(node.id)
         elif isinstance(node, ast.ImportFrom):
             for al in node.names:
-                if (_from_roots(node.module) or node.level) and al.name in forbidden:
+                if (_from_roots(node.module, roots) or node.level) and al.name in forbidden:
                     return al.name
-                star |= al.name == "*" and _from_roots(node.module)
+                star |= al.name == "*" and _from_roots(node.module, roots)
                 bound.add(al.asname or al.name)
         elif isinstance(node, ast.Import):
             bound.update((al.asname or al.name).split(".")[0] for al in node.names)
@@ -163,14 +179,16 @@ def _find_lookup(fn, forbidden, seen=None) -> str | None:
                 return node.id
             obj = glb.get(node.id)
             real = getattr(obj, "__name__", None)
-            if real in forbidden and _from_roots(getattr(obj, "__module__", None)):
+            if real in forbidden and _from_roots(getattr(obj, "__module__", None), roots):
                 return real
+            if _is_triton_kernel(obj):  # a kernel written next to the answer: search its Python function
+                obj = obj.fn
             if inspect.isfunction(obj) and obj.__module__ == getattr(fn, "__module__", None) and obj is not fn:
                 helpers.append(obj)  # a helper written next to the answer: search it too
     for h in helpers:
         if h not in seen and len(seen) < 20:
             seen.add(h)
-            hit = _find_lookup(h, forbidden, seen)
+            hit = _find_lookup(h, forbidden, seen, roots)
             if hit:
                 return hit
     return None
@@ -180,10 +198,10 @@ def _lookup_message(name: str, what: str, hint: str) -> str:
     return f"{name}: your answer calls {what} -- the exercise is to write it yourself ({hint})"
 
 
-def _refuse_lookups(name: str, fn, forbidden: dict, hint: str) -> None:
+def _refuse_lookups(name: str, fn, forbidden: dict, hint: str, roots: tuple = _ROOTS) -> None:
     """forbidden: {name the answer may not use: what it is, e.g. "minivar's own scales.offsets"}."""
     if forbidden:
-        hit = _find_lookup(fn, forbidden)
+        hit = _find_lookup(fn, forbidden, roots=roots)
         if hit:
             raise AssertionError(_lookup_message(name, forbidden[hit], hint))
 
@@ -212,6 +230,39 @@ class _ExerciseVQVAE(VQVAE):
 
     def decode_per_scale(self, indices):
         raise AssertionError(_lookup_message("coarse_decode", "minivar's own VQVAE.decode_per_scale", _CD_HINT))
+
+
+_TI_HINT = ("add q.upsample_phi(j, q.codes_to_map(indices[j], pn_j), side) for j < k, area-down to pn_k, "
+            "flatten to (B, pn_k^2, Cv)")
+_MB_HINT = ("block.ada_lin(cond) -> [gates | scales | shifts]; x = x + gate * f(LayerNorm(x, eps=block.eps) * "
+            "(1 + scale) + shift) for f = block.attn, block.mamba, block.ffn")
+
+
+class _ExerciseTeacherQuantizer(MultiScaleQuantizer):
+    """The quantiser ``check_teacher_input`` hands out: its own teacher-forcing paths refuse to run."""
+
+    def teacher_input(self, indices):
+        raise AssertionError(_lookup_message("teacher_input", "minivar's own MultiScaleQuantizer.teacher_input",
+                                             _TI_HINT))
+
+    def next_input(self, f_hat_BChw, k, codes):
+        raise AssertionError(_lookup_message("teacher_input", "minivar's own MultiScaleQuantizer.next_input",
+                                             _TI_HINT))
+
+
+class _ExerciseMVARBlock(MVARBlock):
+    """The block ``check_mvar_block`` hands out: its own forward, sub-layer and modulation code refuse to run;
+    its modules (attn, mamba, ffn, ada_lin) and eps work as usual."""
+
+    def forward(self, x_BLC, cond_BD, state=None):
+        raise AssertionError(_lookup_message("mvar_block", "minivar's own MVARBlock.forward (block(x, cond))",
+                                             _MB_HINT))
+
+    def sublayer(self, x_BLC, fn, mod):
+        raise AssertionError(_lookup_message("mvar_block", "minivar's own AdaLNBlock.sublayer", _MB_HINT))
+
+    def modulations(self, cond_BD, state=None):
+        raise AssertionError(_lookup_message("mvar_block", "minivar's own AdaLNBlock.modulations", _MB_HINT))
 
 
 # ----------------------------------------------------------------------------- strict types
@@ -688,6 +739,145 @@ def check_adaln_modulate(fn) -> None:
     _ok(name)
 
 
+@torch.no_grad()
+def _teacher(q, idx, down="area", phi=True, upto="before", raster="rows"):
+    """Teacher-forcing inputs with switchable parts (for recognising mistakes): (B, L - pn_0^2, Cv)."""
+    pns, side = q.patch_nums, q.patch_nums[-1]
+    f_hat, after = 0, []
+    for j, pn in enumerate(pns):
+        h = q.codes_to_map(idx[j], pn)
+        if j != len(pns) - 1:
+            h = F.interpolate(h, size=(side, side), mode="bicubic")
+        f_hat = f_hat + (q.phi(j, h) if phi else h)
+        after.append(f_hat)  # f_hat after scales 0..j
+    rows = []
+    for k, pn in enumerate(pns[1:], start=1):
+        f = after[k - 1] if upto == "before" else after[k]
+        x = f if pn == side else F.interpolate(f, size=(pn, pn), mode=down)
+        x = x.transpose(-1, -2) if raster == "columns" else x
+        rows.append(x.flatten(2).transpose(1, 2))
+    return torch.cat(rows, dim=1)
+
+
+def check_teacher_input(fn) -> None:
+    """fn(q, indices) -> float32 tensor (B, L - pn_0^2, Cv) (L - 1 rows when the schedule starts at 1): the
+    transformer's teacher-forcing input. For k = 1..K-1: f_hat after the scales before k (the sum over j < k of
+    q.upsample_phi(j, q.codes_to_map(indices[j], pn_j), side)), area-downsampled to pn_k x pn_k and flattened in
+    raster order to (B, pn_k^2, Cv); the K-1 pieces concatenated along dim 1. ``q`` is a MultiScaleQuantizer,
+    ``indices`` a list of K int64 tensors (B, pn_k^2). Checked against MultiScaleQuantizer.teacher_input on
+    several schedules, batch sizes, codebooks and phi layouts; q.teacher_input and q.next_input are refused
+    (indices_to_fhat, upsample_phi, codes_to_map, area_down and phi are fine)."""
+    name = "teacher_input"
+    _refuse_lookups(name, fn, {"teacher_input": "minivar's own MultiScaleQuantizer.teacher_input",
+                               "next_input": "minivar's own MultiScaleQuantizer.next_input"}, _TI_HINT)
+    rng = np.random.default_rng(14)
+    g = torch.Generator().manual_seed(0)
+    specs = [((1, 2, 3, 4), 64, 8, 3, 4), ((1, 3, 5), 32, 4, 2, 4)]
+    for num_phi in (1, 0):
+        specs.append((_random_schedule(rng, 7, 5), int(rng.integers(8, 65)), int(rng.integers(2, 9)),
+                      int(rng.integers(1, 4)), num_phi))
+    for seed, (pns, vocab, c, B, num_phi) in enumerate(specs):
+        with _built_apart():
+            torch.manual_seed(seed + 20)
+            q = _ExerciseTeacherQuantizer(vocab, c, pns, num_phi=num_phi).eval()
+            plain = MultiScaleQuantizer(vocab, c, pns, num_phi=num_phi).eval()
+        plain.load_state_dict(q.state_dict())
+        idx = [torch.randint(vocab, (B, pn * pn), generator=g) for pn in pns]
+        with _built_apart():  # its f_hat starts as zeros of the default dtype
+            want = MultiScaleQuantizer.teacher_input(plain, idx)
+        L, rows = scales.num_tokens(pns), scales.num_tokens(pns) - pns[0] ** 2
+        label = f"{name}{pns}"
+        got = _call(name, fn, q, [i.clone() for i in idx])
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else None
+        if shape == (B, c, rows) and c != rows:
+            raise AssertionError(f"{label}: that is channels first, {shape}; the transformer reads one token per row: "
+                                 f"(B, L - pn_0^2, Cv) = {(B, rows, c)} -- flatten each map to (B, pn^2, Cv) "
+                                 "(.flatten(2).transpose(1, 2))")
+        if shape == (B, L, c):
+            raise AssertionError(f"{label}: that has L = {L} rows, one for every token of every scale; the teacher "
+                                 f"input has none for scale 0 (the start token stands there) and never holds the "
+                                 f"last scale's f_hat: for k = 1..K-1 only, L - pn_0^2 = {rows} rows")
+        got = _tensor(label, got, "the teacher input", (B, rows, c), torch.float32,
+                      " = (B, L - pn_0^2, Cv): scales 1..K-1, raster order, channels last")
+        close = lambda a: torch.allclose(got, a, rtol=1e-4, atol=1e-5)  # noqa: E731
+        if close(want):
+            continue
+        hint = _first([
+            (lambda: _teacher(q, idx, upto="after"), "that is f_hat AFTER scale k: it already holds scale k's own "
+             "codes, so the model would read the answer it must predict; scale k's input is f_hat after the scales "
+             "before k (j < k)"),
+            (lambda: _teacher(q, idx, phi=False), "each scale's upsampled codes pass through its phi before they are "
+             "added: q.upsample_phi(j, ...) (bicubic up, then q.phi(j, ...))"),
+            (lambda: _teacher(q, idx, down="nearest"), "downsample f_hat with mode='area' (a token averages its "
+             "patch), not nearest"),
+            (lambda: _teacher(q, idx, down="bilinear"), "downsample f_hat with mode='area' (a token averages its "
+             "patch), not bilinear"),
+            (lambda: _teacher(q, idx, raster="columns"), "raster order is row by row: flatten the (pn, pn) map as "
+             "it is, not its transpose"),
+            (lambda: want.transpose(1, 2).reshape(B, rows, c), "reshaping (B, Cv, n) to (B, n, Cv) scrambles the "
+             "numbers: transpose(1, 2) instead"),
+        ], close)
+        raise AssertionError(f"{label}: " + (hint or "differs from MultiScaleQuantizer.teacher_input by "
+                                             f"{(got - want).abs().max().item():.3g}"))
+    _ok(name, "matches MultiScaleQuantizer.teacher_input")
+
+
+def check_scale_loss_acc(fn) -> None:
+    """fn(logits_BLV, targets_BL, patch_nums) -> (loss_K, acc_K), a tuple of two float32 tensors of shape (K,):
+    scale k's mean cross-entropy and its accuracy (the fraction of its tokens whose argmax is the target), both
+    over all B x pn_k^2 tokens of the scale. logits are float32 (B, L, V), targets int64 (B, L). Checked against
+    minivar.models.losses.next_scale_loss (refused in the answer, as is loss_stats)."""
+    from ..models.losses import next_scale_loss
+    name = "scale_loss_acc"
+    _refuse_lookups(name, fn, {"next_scale_loss": "minivar's own models.losses.next_scale_loss",
+                               "loss_stats": "minivar's own models.losses.loss_stats"},
+                    "F.cross_entropy(..., reduction='none') and argmax == target per token, then a mean per scale")
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(15)
+    cases = [(SCHEDULES[0], 2, 16), (SCHEDULES[2], 3, 10), (SCHEDULES[1], 1, 32)]
+    for _ in range(3):
+        cases.append((_random_schedule(rng, 6, 5), int(rng.integers(1, 5)), int(rng.integers(3, 40))))
+    for pns, B, V in cases:
+        L, K = scales.num_tokens(pns), len(pns)
+        logits = torch.randn(B, L, V, generator=g, dtype=_F32) * 2
+        targets = torch.randint(V, (B, L), generator=g)
+        hit_some = torch.rand(B, L, generator=g, dtype=_F32) < 0.5  # about half the tokens hit
+        targets = torch.where(hit_some, logits.argmax(-1), targets)
+        label = f"{name}(patch_nums={pns}, B={B}, V={V})"
+        out = _pair(label, _call(name, fn, logits.clone(), targets.clone(), pns), "(loss_K, acc_K)")
+        ref = next_scale_loss(logits, targets, pns)
+        want = [torch.tensor(ref[key], dtype=torch.float64) for key in ("scale_loss", "scale_acc")]
+        ce = F.cross_entropy(logits.reshape(B * L, V), targets.reshape(B * L), reduction="none").view(B, L).double()
+        hit = (logits.argmax(-1) == targets).double()
+        offs = scales.offsets(pns)
+        by_pn = [0, *itertools.accumulate(pns)]
+        per = lambda x, red, o=offs: torch.stack([red(x[:, b:e]) for b, e in zip(o[:-1], o[1:])])  # noqa: E731
+        for i, (what, x) in enumerate((("loss_K", ce), ("acc_K", hit))):
+            meaning = " = (K,): one value per scale"
+            v = out[i]
+            if not (isinstance(v, torch.Tensor) and tuple(v.shape) == (K,)):
+                _tensor(label, v, what, (K,), torch.float32, meaning)
+            v = v.detach().double()
+            if torch.allclose(v, want[i], rtol=1e-5, atol=1e-5):
+                _tensor(label, out[i], what, (K,), torch.float32, meaning)
+                continue
+            kind = "loss" if i == 0 else "accuracy"
+            summed = ("that is a count of hits; the accuracy is a fraction: hits / (B x pn^2)" if i else
+                      "that is the summed cross-entropy; take the mean over the scale's B x pn^2 tokens")
+            hint = _first([
+                (lambda: per(x, torch.sum), summed),
+                (lambda: 100 * want[i] if i else want[i], "that is a percentage; return a fraction in [0, 1]"),
+                (lambda: x.mean().expand(K), f"one {kind} repeated K times; compute it per scale, over scale k's "
+                 "tokens offsets[k]:offsets[k+1] only"),
+                (lambda: per(x, torch.mean, by_pn), "scale k holds pn_k x pn_k tokens: split the sequence at [0, "
+                 "n_0, n_0 + n_1, ...] with n_k = pn_k^2, not pn_k"),
+                (lambda: per(x[:1], torch.mean), "average over the whole batch, not the first image only"),
+            ], lambda c: torch.allclose(v, c.double(), rtol=1e-5, atol=1e-5))
+            raise AssertionError(f"{label}: {what}: " + (hint if hint else f"got {[round(a, 4) for a in v.tolist()]},"
+                                 f" expected {[round(a, 4) for a in want[i].tolist()]}"))
+    _ok(name, "matches minivar.models.losses.next_scale_loss")
+
+
 # ----------------------------------------------------------------------------- 04 sampling
 def check_cfg_mix(fn) -> None:
     """fn(cond, uncond, cfg, k, K) -> float32 tensor of cond's shape: guided logits (1 + t) cond - t uncond with
@@ -804,6 +994,97 @@ def check_top_p_keep(fn) -> None:
     _ok(name)
 
 
+def _attend(q, k, v, scale, dim=-1, mask=None):
+    """softmax(q k^T * scale) v in float64, the softmax over ``dim`` (for recognising mistakes)."""
+    s = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return s.softmax(dim) @ v.double()
+
+
+def check_cached_attention(fn) -> None:
+    """fn(q_BHnD, k_BHnD, v_BHnD, cache_k_BHlD, cache_v_BHlD) -> (out_BHnD, new_cache_k, new_cache_v), a tuple of
+    three float32 tensors: one KV-cached sampling step of VAR's attention. The n queries, keys and values are
+    the new scale's; the caches hold the keys and values of all earlier scales (l = 0 at the first scale). Append
+    the new keys / values to the caches (new_cache_k = the cached keys, then the new ones: (B, H, l + n, D)) and
+    let the new queries attend to all of them, softmax(q k^T / sqrt(D)) v.
+
+    Checked by sampling whole schedules scale by scale, the caches the answer returned fed back into the next
+    step: every step must equal the rows of that scale in full block-causal attention over the whole sequence
+    (the cached step computes what the uncached model computes). F.scaled_dot_product_attention is fine;
+    minivar's KVCache, SelfAttention and scale_attention are refused."""
+    name = "cached_attention"
+    _refuse_lookups(name, fn, {"KVCache": "minivar's own models.caches.KVCache",
+                               "SelfAttention": "minivar's own models.blocks.SelfAttention",
+                               "scale_attention": "minivar's own scale_attention",
+                               "blocks_attention": "minivar's own models.attention.blocks_attention",
+                               "scale_attention_ref": "minivar's own kernels.scale_attention.scale_attention_ref",
+                               "scale_attention_forward": "minivar's own kernels.scale_attention."
+                                                          "scale_attention_forward"},
+                    "torch.cat the new keys / values after the cached ones, then softmax(q k^T / sqrt(D)) v")
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(16)
+    cases = [(2, 2, 8, SCHEDULES[0]), (1, 3, 16, SCHEDULES[2])]
+    for _ in range(3):
+        cases.append((int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.choice([4, 8, 16, 32])),
+                      _random_schedule(rng, 5, 4)))
+    for B, H, D, pns in cases:
+        L, offs = scales.num_tokens(pns), scales.offsets(pns)
+        q, k, v = (torch.randn(B, H, L, D, generator=g, dtype=_F32) for _ in range(3))
+        scale = 1 / D ** 0.5
+        want = _attend(q, k, v, scale, mask=scales.block_causal_mask(pns))
+        ck, cv = torch.zeros(B, H, 0, D, dtype=_F32), torch.zeros(B, H, 0, D, dtype=_F32)
+        for s, (b, e) in enumerate(zip(offs[:-1], offs[1:])):
+            label = f"{name}(patch_nums={pns}, scale {s}: n = {e - b} new, l = {b} cached, B={B}, H={H}, D={D})"
+            qs, ks, vs = q[:, :, b:e], k[:, :, b:e], v[:, :, b:e]
+            got = _call(name, fn, qs.clone(), ks.clone(), vs.clone(), ck.clone(), cv.clone())
+            if not isinstance(got, tuple) or len(got) != 3:
+                raise AssertionError(f"{label}: return a tuple (out, new_cache_k, new_cache_v), got {_describe(got)}")
+            n = e - b
+            out = _tensor(label, got[0], "out", (B, H, n, D), torch.float32, " = (B, H, n, D): one row per new query")
+            if not torch.allclose(out.double(), want[:, :, b:e], rtol=1e-4, atol=1e-5):
+                keys, vals = torch.cat((ck, ks), 2), torch.cat((cv, vs), 2)
+                causal = torch.ones(n, b + n, dtype=torch.bool)
+                hint = _first([
+                    (lambda: _attend(qs, ck, cv, scale), "the new queries attend to the cache only; they also see "
+                     "their own scale's keys: append k, v to the cache first, then attend to all of it"),
+                    (lambda: _attend(qs, ks, vs, scale), "the new queries attend to their own scale only (that is "
+                     "M-VAR's attention); VAR's also see every cached, earlier scale"),
+                    (lambda: _attend(qs, keys, vals, 1.0), "scale the scores by 1/sqrt(D) before the softmax"),
+                    (lambda: _attend(qs, keys, vals, 1 / D), "the scale is 1/sqrt(D), not 1/D"),
+                    (lambda: _attend(qs, keys, vals, scale, dim=-2), "softmax over the keys (the last dim), so "
+                     "each query's weights sum to 1 -- not over the queries"),
+                    (lambda: _attend(qs, keys, vals, scale, mask=causal.tril()), "no causal mask: a query sees every "
+                     "key of its own scale (and all cached ones) -- leave is_causal off"),
+                    (lambda: _attend(qs, keys, vals, scale, mask=causal.tril(b)), "no causal mask: a query sees "
+                     "every key of its own scale (and all cached ones) -- leave is_causal off"),
+                ], lambda c: torch.allclose(out.double(), c, rtol=1e-4, atol=1e-5))
+                raise AssertionError(f"{label}: " + (hint or "out differs from full block-causal attention by "
+                                     f"{(out.double() - want[:, :, b:e]).abs().max().item():.3g}"))
+            new = []
+            for what, x, old, fresh, swapped in (("new_cache_k", got[1], ck, ks, torch.cat((cv, vs), 2)),
+                                                 ("new_cache_v", got[2], cv, vs, torch.cat((ck, ks), 2))):
+                kind = "keys" if what == "new_cache_k" else "values"
+                if isinstance(x, torch.Tensor) and x.shape == old.shape and torch.equal(x.detach(), old):
+                    raise AssertionError(f"{label}: {what} is the old cache; append this scale's {kind} to it "
+                                         "(torch.cat((cache, new), dim=2)) so that the next scales see them")
+                if b and isinstance(x, torch.Tensor) and x.shape == fresh.shape and torch.equal(x.detach(), fresh):
+                    raise AssertionError(f"{label}: {what} holds this scale's {kind} only; keep the earlier scales' "
+                                         "too: the cache grows to all the tokens fed so far")
+                full = torch.cat((old, fresh), 2)
+                x = _tensor(label, x, what, full.shape, torch.float32, " = (B, H, l + n, D): the cache, then this "
+                            "scale")
+                if not torch.equal(x, full):
+                    hint = ("append the new ones after the cached ones (scale order)" if torch.equal(
+                        x, torch.cat((fresh, old), 2)) else "it holds the other tensor: return (out, new_cache_k, "
+                            "new_cache_v) in this order" if torch.equal(x, swapped) else
+                            "it must be the cached entries followed by this scale's, unchanged")
+                    raise AssertionError(f"{label}: {what} is wrong: {hint}")
+                new.append(x)
+            ck, cv = new  # the answer's own caches go into the next step
+    _ok(name, "each cached step equals the uncached block-causal attention")
+
+
 # ----------------------------------------------------------------------------- 05 Mamba
 def check_ssd_step(fn) -> None:
     """fn(h_BHPN, x_BHP, dt_BH, A_H, B_BN, C_BN) -> (y_BHP, h_BHPN), a tuple of two float32 tensors of those
@@ -889,6 +1170,96 @@ def check_rescan_token_steps(fn) -> None:
     _ok(name, f"{sum(scales.offsets(SCHEDULES[-1])[1:]):,} vs {scales.num_tokens(SCHEDULES[-1])} at 256 px")
 
 
+@torch.no_grad()
+def _mvar_block(block, x, cond, layout="official", one_plus=True, order=((0, 0), (1, 1), (2, 2)), residual=True,
+                gated=True, eps=None):
+    """An M-VAR block with switchable parts (for recognising mistakes). order: (sub-layer, modulation) pairs."""
+    C, n = x.shape[-1], 3
+    vecs = block.ada_lin(cond).view(-1, 1, 3 * n, C).unbind(2)
+    if layout == "official":  # [gates | scales | shifts]
+        mods = [(vecs[i], vecs[n + i], vecs[2 * n + i]) for i in range(n)]
+    elif layout == "per_sublayer":  # (gate, scale, shift) of sub-layer 0, then of sub-layer 1, ...
+        mods = [(vecs[3 * i], vecs[3 * i + 1], vecs[3 * i + 2]) for i in range(n)]
+    else:  # "swapped": [gates | shifts | scales]
+        mods = [(vecs[i], vecs[2 * n + i], vecs[n + i]) for i in range(n)]
+    fns = (block.attn, block.mamba, block.ffn)
+    for f, m in order:
+        gate, scale, shift = mods[m]
+        h = F.layer_norm(x, (C,), eps=block.eps if eps is None else eps) * ((1 + scale) if one_plus else scale) + shift
+        y = fns[f](h) * (gate if gated else 1)
+        x = x + y if residual else y
+    return x
+
+
+def check_mvar_block(fn) -> None:
+    """fn(block, x_BLC, cond_BD) -> float32 tensor (B, L, C): what MVARBlock.forward(block, x, cond) computes
+    without a sampling state. block.ada_lin(cond) gives 9 vectors of width C laid out [gates | scales | shifts]
+    (3 each: attention, Mamba, FFN), and each sub-layer f = block.attn, block.mamba, block.ffn in this order does
+
+        x = x + gate * f(LayerNorm(x, eps=block.eps) * (1 + scale) + shift)      (LayerNorm without affine)
+
+    ``block`` is an M-VAR block of a tiny NextScaleTransformer (eval mode, random modulation weights) whose own
+    forward / sublayer / modulations refuse to run; its modules and eps work as usual. Two blocks (one with an eps
+    other than 1e-6), inputs with unit and with tiny variance (where eps matters)."""
+    from ..models.transformer import ModelConfig, NextScaleTransformer
+    name = "mvar_block"
+    _refuse_lookups(name, fn, {"sublayer": "minivar's own AdaLNBlock.sublayer",
+                               "modulations": "minivar's own AdaLNBlock.modulations"}, _MB_HINT)
+    g = torch.Generator().manual_seed(0)
+    base = dict(mixer="mvar", depth=1, width=32, heads=2, num_classes=3, vocab_size=16, z_channels=4, d_state=8,
+                mamba_headdim=16, mamba_chunk=8, drop_path=0.0, attn_backend="blocks")
+    for seed, (pns, norm_eps, sizes) in enumerate((((1, 2, 3), 1e-6, [(2, 1.0), (1, 1e-3)]),
+                                                   ((1, 2, 4), 1e-4, [(3, 1.0), (2, 1e-3)]))):
+        with _built_apart():
+            torch.manual_seed(seed)
+            real = NextScaleTransformer(ModelConfig(patch_nums=pns, norm_eps=norm_eps, **base)).blocks[0].eval()
+        with torch.no_grad():  # non-trivial gates, scales and shifts; biases that start at zero made random
+            C = real.ada_lin[1].in_features
+            real.ada_lin[1].weight.copy_(torch.randn(real.ada_lin[1].weight.shape, generator=g, dtype=_F32) / C ** 0.5)
+            for p in (real.ada_lin[1].bias, real.attn.q_bias, real.attn.v_bias, real.attn.proj.bias,
+                      real.ffn.fc1.bias, real.ffn.fc2.bias):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=_F32) * 0.3)
+        block = copy.deepcopy(real)
+        block.__class__ = _ExerciseMVARBlock
+        L = scales.num_tokens(pns)
+        for B, spread in sizes:
+            x = torch.randn(B, L, C, generator=g, dtype=_F32) * spread
+            cond = torch.randn(B, C, generator=g, dtype=_F32)
+            label = f"{name}(x {(B, L, C)}{', tiny variance' if spread < 1 else ''}, block.eps = {norm_eps:g})"
+            got = _tensor(label, _call(name, fn, block, x.clone(), cond.clone()), "the output", (B, L, C),
+                          torch.float32, " (x's shape)")
+            with torch.no_grad():
+                want = MVARBlock.forward(real, x, cond)
+            close = lambda c: torch.allclose(got, c, rtol=1e-4, atol=1e-4)  # noqa: E731
+            if close(want):
+                continue
+            hint = _first([
+                (lambda: _mvar_block(real, x, cond, layout="per_sublayer"), "ada_lin's 9 vectors are laid out "
+                 "[gates | scales | shifts]: sub-layer i's gate is chunk i, its scale chunk 3 + i, its shift chunk "
+                 "6 + i -- not (gate, scale, shift) per sub-layer"),
+                (lambda: _mvar_block(real, x, cond, layout="swapped"), "scale and shift are swapped: [gates | scales "
+                 "| shifts], and LN(x) * (1 + scale) + shift"),
+                (lambda: _mvar_block(real, x, cond, one_plus=False), "multiply by (1 + scale), not scale: a zero "
+                 "scale must leave LN(x) unchanged"),
+                (lambda: _mvar_block(real, x, cond, order=((0, 0), (2, 2), (1, 1))), "the sub-layers run attention, "
+                 "then Mamba, then the FFN"),
+                (lambda: _mvar_block(real, x, cond, order=((0, 0), (2, 1), (1, 2))), "the sub-layers run attention, "
+                 "then Mamba, then the FFN"),
+                (lambda: _mvar_block(real, x, cond, order=((1, 1), (0, 0), (2, 2))), "the sub-layers run attention, "
+                 "then Mamba, then the FFN"),
+                (lambda: _mvar_block(real, x, cond, residual=False), "each sub-layer adds to x: x = x + gate * "
+                 "f(...) (the residual)"),
+                (lambda: _mvar_block(real, x, cond, gated=False), "multiply each sub-layer's output by its gate"),
+                (lambda: _mvar_block(real, x, cond, eps=1e-5), f"the layer norms use block.eps = {norm_eps:g}, not "
+                 "F.layer_norm's default 1e-5"),
+                (lambda: _mvar_block(real, x, cond, eps=1e-6), f"the layer norms use block.eps = {norm_eps:g}, not a "
+                 "fixed 1e-6"),
+            ], close)
+            raise AssertionError(f"{label}: " + (hint or f"max |difference| {(got - want).abs().max().item():.3g} "
+                                                 "from MVARBlock.forward"))
+    _ok(name, "matches MVARBlock.forward")
+
+
 # ----------------------------------------------------------------------------- 07 the Triton kernel
 def check_key_range(fn) -> None:
     """fn(offsets, t, mode) -> (lo, hi), a tuple of two ints (Python ints, numpy integers or 0-d integer
@@ -932,6 +1303,149 @@ def check_key_range(fn) -> None:
                 raise AssertionError(f"{label}: got {(lo, hi)}, expected {want}: t is in scale {k}"
                                      + (f"; {hint}" if hint else ""))
     _ok(name)
+
+
+def _is_jit(decorator) -> bool:
+    """@triton.jit, @jit, @triton.jit(...)."""
+    d = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return (isinstance(d, ast.Attribute) and d.attr == "jit") or (isinstance(d, ast.Name) and d.id == "jit")
+
+
+def _writes_triton_kernel(fn, seen=None) -> bool | None:
+    """Whether the answer holds a @triton.jit function: one defined in its source, or a kernel (or a helper next to
+    the answer that holds one) that its source names. None when there is no source to look at."""
+    tree = _parse(_answer_source(fn))
+    if tree is None:
+        return None
+    if any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(map(_is_jit, node.decorator_list))
+           for node in ast.walk(tree)):
+        return True
+    seen = set() if seen is None else seen
+    glb = getattr(fn, "__globals__", None)
+    glb = glb if isinstance(glb, dict) else {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            obj = glb.get(node.id)
+            if _is_triton_kernel(obj):
+                return True
+            if inspect.isfunction(obj) and obj.__module__ == getattr(fn, "__module__", None) and obj is not fn \
+                    and obj not in seen and len(seen) < 20:
+                seen.add(obj)
+                if _writes_triton_kernel(obj, seen):
+                    return True
+    return False
+
+
+def _row_ranges(offsets, mode, L):
+    """Each query row's key range [lo, hi) (lo = 0 for "causal", the start of its scale for "intra")."""
+    lo, hi = [], []
+    for t in range(L):
+        k = max(i for i in range(len(offsets) - 1) if offsets[i] <= t)
+        lo.append(0 if mode == "causal" else offsets[k])
+        hi.append(offsets[k + 1])
+    return lo, hi
+
+
+def _ranged_attention(q, k, v, lo, hi, scale):
+    """Row t attends to keys lo[t]..hi[t]-1: dense masked softmax attention in float64."""
+    cols = torch.arange(k.shape[0])
+    mask = (cols[None, :] >= torch.tensor(lo)[:, None]) & (cols[None, :] < torch.tensor(hi)[:, None])
+    return _attend(q, k, v, scale, mask=mask)
+
+
+def _online_attention(q, k, v, lo, hi, scale, block_n, rescale_acc=True, rescale_sum=True, aligned=False):
+    """The kernel's loop, row by row in float64: key tiles of block_n from lo (or from lo rounded down to a
+    multiple of block_n), running max / sum / accumulator, optionally without the rescaling by exp(m_old - m_new)."""
+    q, k, v = q.double(), k.double(), v.double()
+    out = torch.empty_like(q)
+    for t in range(q.shape[0]):
+        m, total, acc = float("-inf"), 0.0, torch.zeros_like(q[t])
+        start0 = lo[t] - lo[t] % block_n if aligned else lo[t]
+        for start in range(start0, hi[t], block_n):
+            cols = list(range(max(start, lo[t]), min(start + block_n, hi[t])))
+            s = (k[cols] @ q[t]) * scale
+            m_new = max(m, float(s.max()))
+            alpha = float(np.exp(m - m_new))
+            p = torch.exp(s - m_new)
+            total = (total * alpha if rescale_sum else total) + float(p.sum())
+            acc = (acc * alpha if rescale_acc else acc) + p @ v[cols]
+            m = m_new
+        out[t] = acc / total
+    return out
+
+
+def check_triton_row_attention(fn) -> None:
+    """fn(q_LD, k_LD, v_LD, offsets, mode, block_n) -> float32 tensor (L, D): scale attention computed by a Triton
+    kernel the answer writes, with one program per query row t. The program loops over the key tiles of t's range
+    [lo, hi) (lo = 0 for mode "causal", the start of t's scale for "intra"; hi = the end of t's scale) in steps of
+    block_n, with the online softmax: a running max m, a running sum and an accumulator, both rescaled by
+    exp(m_old - m_new) when the max grows; scale 1/sqrt(D). q, k, v are float32 CPU tensors (L, D), offsets a list
+    of Python ints [0, ..., L], block_n a power of two.
+
+    On CPU the kernel runs in Triton's interpreter: TRITON_INTERPRET=1 must be set before the kernel is defined
+    (notebook 07's first cell does it). Checked against masked softmax attention on small schedules, both modes
+    and several block_n (one that does not divide the ranges). The answer must hold a @triton.jit function;
+    minivar's kernels, scaled_dot_product_attention and ready-made softmaxes are refused."""
+    name = "triton_row_attention"
+    _refuse_lookups(name, fn, {
+        "scale_attention": "minivar's own kernels.scale_attention.scale_attention",
+        "scale_attention_forward": "minivar's own kernels.scale_attention.scale_attention_forward",
+        "scale_attention_ref": "minivar's own kernels.scale_attention.scale_attention_ref",
+        "ScaleAttention": "minivar's own kernels.scale_attention.ScaleAttention",
+        "_fwd_kernel": "minivar's own kernels.scale_attention._fwd_kernel",
+        "_scale_bounds": "minivar's own kernels.scale_attention._scale_bounds",
+        "blocks_attention": "minivar's own models.attention.blocks_attention",
+        "scaled_dot_product_attention": "torch's scaled_dot_product_attention",
+        "softmax": "a ready-made softmax", "log_softmax": "a ready-made softmax (log_softmax)",
+        "Softmax": "torch.nn.Softmax"},
+        "running max, running sum and accumulator over the key tiles, rescaled by exp(m_old - m_new)",
+        roots=_ROOTS + ("torch",))
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(17)
+    # small: the interpreter runs every program in Python (about 0.5 s per call)
+    cases = [((1, 2, 3), 8, "causal", 4), ((1, 2, 3), 16, "intra", 4), ((1, 3), 8, "causal", 2),
+             (_random_schedule(rng, 4, 3), 16, "intra", 8)]
+    for i, (pns, D, mode, block_n) in enumerate(cases):
+        offs = scales.offsets(pns)
+        L = offs[-1]
+        q, k, v = (torch.randn(L, D, generator=g, dtype=_F32) for _ in range(3))
+        label = f"{name}(patch_nums={pns}, D={D}, mode={mode!r}, block_n={block_n})"
+        got = _call(name, fn, q.clone(), k.clone(), v.clone(), list(offs), mode, block_n)
+        if i == 0 and _writes_triton_kernel(fn) is False:
+            raise AssertionError(f"{name}: your answer holds no @triton.jit function -- write the loop as a Triton "
+                                 "kernel (one program per query row) in the answer cell and launch it from the "
+                                 "function, kernel[(L,)](...)")
+        got = _tensor(label, got, "the output", (L, D), torch.float32, " = (L, D), one row per query").cpu()
+        lo, hi = _row_ranges(offs, mode, L)
+        scale = 1 / D ** 0.5
+        want = _ranged_attention(q, k, v, lo, hi, scale)
+        close = lambda c: torch.allclose(got.double(), c, rtol=1e-4, atol=1e-5, equal_nan=True)  # noqa: E731
+        if close(want):
+            continue
+        other = "intra" if mode == "causal" else "causal"
+        hint = _first([
+            (lambda: _online_attention(q, k, v, lo, hi, scale, block_n, False, False), "the running sum and the "
+             "accumulator must be rescaled by alpha = exp(m_old - m_new) whenever the running max grows"),
+            (lambda: _online_attention(q, k, v, lo, hi, scale, block_n, False, False, aligned=True), "the running "
+             "sum and the accumulator must be rescaled by alpha = exp(m_old - m_new) whenever the running max grows"),
+            (lambda: _online_attention(q, k, v, lo, hi, scale, block_n, False, True), "rescale the accumulator by "
+             "alpha = exp(m_old - m_new) too, not only the running sum"),
+            (lambda: _online_attention(q, k, v, lo, hi, scale, block_n, True, False), "rescale the running sum by "
+             "alpha = exp(m_old - m_new) too, not only the accumulator"),
+            (lambda: _ranged_attention(q, k, v, lo, [h - 1 for h in hi], scale), "hi is exclusive: the keys are "
+             "lo..hi-1, so the tile mask is cols < hi -- your answer leaves out key hi-1"),
+            (lambda: _ranged_attention(q, k, v, lo, [min(h + 1, L) for h in hi], scale), "hi is exclusive: the keys "
+             "are lo..hi-1, so the tile mask is cols < hi -- your answer also reads key hi"),
+            (lambda: _ranged_attention(q, k, v, *_row_ranges(offs, other, L), scale),
+             "'intra' (M-VAR) sees only t's own scale: lo = start of t's scale" if mode == "intra" else
+             "'causal' (VAR) also sees every coarser scale: lo = 0"),
+            (lambda: _ranged_attention(q, k, v, lo, hi, 1.0), "multiply the scores q.k by 1/sqrt(D)"),
+            (lambda: _ranged_attention(q, k, v, lo, [t + 1 for t in range(L)], scale), "inside its scale a query "
+             "sees every key, also the later ones: hi is the end of t's scale, not t + 1"),
+        ], close)
+        raise AssertionError(f"{label}: " + (hint or f"max |difference| {(got.double() - want).abs().max().item():.3g} "
+                                             "from masked softmax attention"))
+    _ok(name, "matches masked softmax attention in both modes")
 
 
 # ----------------------------------------------------------------------------- 08 evaluation
@@ -1039,6 +1553,145 @@ def check_scale_masks(fn) -> None:
                     f"{int((got[k] != want[k]).sum())} tokens")
         raise AssertionError(f"{name}({what}, {pns}): {hint}")
     _ok(name, "matches minivar.sample.scale_masks")
+
+
+# ----------------------------------------------------------------------------- predict, then check
+# These take a VALUE the learner wrote down before running the cell that reveals it, e.g.
+# check_predict_cfg_ramp(my_prediction). A number may be an int or a float (within 1e-6, relative). Under the
+# grader the value arrives as a proxy of the answer cell: the checker reads the last `name = ...` of that cell
+# (a literal, or plain arithmetic on numbers such as 1 + 16 + 81 + 256).
+_ARITH = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+          ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Pow: lambda a, b: a ** b}
+
+
+def _plain_value(node):
+    """The value of a literal or of +, -, *, /, //, ** on numbers (tuples and lists of them too)."""
+    if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis or (
+            isinstance(node.value, (int, float)) and not isinstance(node.value, bool))):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_plain_value(e) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        x = _plain_value(node.operand)
+        if isinstance(x, (int, float)):
+            return -x if isinstance(node.op, ast.USub) else x
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+        a, b = _plain_value(node.left), _plain_value(node.right)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not (
+                isinstance(node.op, ast.Pow) and abs(b) > 64):
+            return _ARITH[type(node.op)](a, b)
+    if isinstance(node, ast.Name) and node.id in ("NotImplemented", "NotImplementedError"):
+        return None
+    raise ValueError("not a plain value")
+
+
+def _prediction(name: str, value):
+    """The learner's prediction; AssertionError "not answered yet" for None, ..., NotImplemented(Error)."""
+    if callable(value) and hasattr(value, "answer_source"):  # a grader's proxy: the value is in the cell's text
+        var, tree, found = getattr(value, "__name__", None), _parse(value.answer_source), None
+        for node in (tree.body if tree is not None else []):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            if any(isinstance(t, ast.Name) and t.id == var for t in targets):
+                found = node.value
+        if found is None:
+            value = None
+        else:
+            try:
+                value = _plain_value(found)
+            except (ValueError, ArithmeticError):
+                raise AssertionError(f"{name}: write your prediction itself (a number, e.g. 0.5, or a tuple of "
+                                     "numbers), not a computation that uses names or calls") from None
+    if value is None or value is Ellipsis or value is NotImplemented or value is NotImplementedError or \
+            isinstance(value, NotImplementedError):
+        raise AssertionError(f"{name}: not answered yet -- write down your prediction, then run this cell (and only "
+                             "then the cell that shows the answer)")
+    return value
+
+
+def _number(name: str, x, what: str = "your prediction") -> float:
+    """An int or a float (Python, numpy or a 0-d tensor), not a bool."""
+    ok = ((isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)))
+          or (isinstance(x, torch.Tensor) and x.dim() == 0 and x.dtype != torch.bool and not x.is_complex()))
+    if not ok:
+        raise AssertionError(f"{name}: {what} must be a number, got {_describe(x)}")
+    return float(x)
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b)) + 1e-12
+
+
+def _check_number(name: str, value, want: float, mistakes, why: str, detail: str) -> None:
+    got = _number(name, _prediction(name, value))
+    if _same(got, want):
+        _ok(name, detail)
+        return
+    hint = next((msg for v, msg in mistakes if _same(got, v)), None)
+    raise AssertionError(f"{name}: you predicted {got:g}. " + (f"{hint}. " if hint else "") + why)
+
+
+def check_predict_cfg_ramp(value) -> None:
+    """value: (t_first, t_last), a tuple of two numbers -- VAR's guidance weight t_k = cfg * k / (K - 1) at the first
+    and at the last scale, for cfg = 2.0 and K = 4 scales."""
+    name = "predict_cfg_ramp"
+    v = _prediction(name, value)
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise AssertionError(f"{name}: predict a pair (t_first, t_last), a tuple of two numbers; got {_describe(v)}")
+    got = tuple(_number(name, x, w) for x, w in zip(v, ("t_first", "t_last")))
+    if all(_same(a, b) for a, b in zip(got, (0.0, 2.0))):
+        _ok(name, "t = 0 at the first scale, t = cfg at the last")
+        return
+    hint = next((msg for w, msg in [
+        ((2.0, 2.0), "there is a ramp: t grows with the scale index k"),
+        ((0.0, 1.5), "the last scale is k = K - 1 = 3, not K"),
+        ((2.0, 0.0), "the ramp runs the other way: t grows with k"),
+        ((0.5, 2.0), "k counts from 0: the first scale is k = 0"),
+        ((1.0, 3.0), "1 + t is the weight of the conditional logits; the question asks for t"),
+    ] if all(_same(a, b) for a, b in zip(got, w))), None)
+    raise AssertionError(f"{name}: you predicted ({got[0]:g}, {got[1]:g}). " + (f"{hint}. " if hint else "") +
+                         "With k = 0..K-1, t_first = 2.0 * 0 / 3 = 0 (the 1x1 scale is not guided at all) and "
+                         "t_last = 2.0 * 3 / 3 = 2.0 = cfg: (0.0, 2.0)")
+
+
+def check_predict_decay(value) -> None:
+    """value: a number -- the fraction of an SSM state that survives one step, exp(dt * A), for A = -1 and
+    dt = ln 2."""
+    _check_number("predict_decay", value, 0.5, [
+        (2.0, "A < 0 makes the step a decay"), (float(np.exp(-1.0)), "dt multiplies A: the decay is exp(dt * A), "
+                                                                     "not exp(A)"),
+        (float(np.log(2.0)), "dt is the step size, not the fraction kept")],
+        "One step multiplies the state by exp(dt * A) = exp(-ln 2) = 1/2 = 0.5", "exp(dt * A) = exp(-ln 2) = 0.5")
+
+
+def check_predict_cached_steps(value) -> None:
+    """value: a number -- the Mamba token-steps of one M-VAR layer while sampling one 256 px image (schedule
+    1, 2, 3, 4, 5, 6, 8, 10, 13, 16) WITH the recurrent state cache."""
+    pns = SCHEDULES[-1]
+    L, rescan = scales.num_tokens(pns), sum(scales.offsets(pns)[1:])
+    _check_number("predict_cached_steps", value, L, [
+        (rescan, f"{rescan:,} is the re-scan count, without the cache: there scale k runs Mamba again over all "
+                 "the tokens of scales 0..k"),
+        (pns[-1] ** 2, "every scale is scanned, not only the last one"),
+        (len(pns), "count token-steps, not calls: scale k scans its pn_k^2 tokens")],
+        f"With the state cache each scale continues from the state the previous one left, so every token is "
+        f"scanned once: 1 + 4 + 9 + ... + 256 = L = {L}", f"L = {L} token-steps, vs {rescan:,} re-scanning")
+
+
+def check_predict_pairs(value) -> None:
+    """value: a number -- the (query, key) pairs M-VAR's block-diagonal mask allows at the 16 px schedule
+    (1, 2, 3, 4)."""
+    pns = SCHEDULES[0]
+    L = scales.num_tokens(pns)
+    want = int(scales.block_diagonal_mask(pns).sum())
+    _check_number("predict_pairs", value, want, [
+        (L, f"{L} is L, the number of tokens; count (query, key) pairs"),
+        (L * L, f"{L * L} = L^2 is the dense mask; M-VAR keeps only the pairs inside a scale"),
+        (int(scales.block_causal_mask(pns).sum()), "that is VAR's block-causal count, where a query also sees the "
+                                                   "coarser scales; M-VAR's mask keeps only the pairs inside a scale")],
+        "Scale k is a full block of n_k x n_k pairs (n_k = pn_k^2) and nothing else is allowed: "
+        f"1 + 16 + 81 + 256 = {want}", f"{want} of the {L * L} pairs of the dense {L} x {L} mask")
 
 
 __all__ = [n for n in dir() if n.startswith("check_")]

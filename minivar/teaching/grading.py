@@ -269,7 +269,8 @@ class Sandbox:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONSTARTUP", "PYTHONINSPECT"))}
         env.update(HOME=self.dir, MPLCONFIGDIR=os.path.join(self.dir, ".mpl"), XDG_CACHE_HOME=os.path.join(
             self.dir, ".cache"), TRITON_CACHE_DIR=os.path.join(self.dir, ".triton"), MPLBACKEND="Agg",
-            PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+            TRITON_INTERPRET="1")  # a Triton answer runs interpreted: it cannot be compiled from a cell's text
         limit = None
         if memory_gb:
             nbytes = int(memory_gb * (1 << 30))
@@ -343,10 +344,23 @@ class AnswerFunction:
             cls = getattr(builtins, typename, None)
             if isinstance(cls, type) and issubclass(cls, Exception) and cls is not AssertionError:
                 raise cls(message)
-            raise StudentError(f"{typename}: {message}")
+            raise StudentError(f"your function raised {typename}: {message}")
         if kind == "missing":
             raise StudentError(f"`{self.__name__}` is not defined")
-        raise StudentError(f"{reply[1]}: {reply[2]}")
+        raise StudentError(f"your function raised {reply[1]}: {reply[2]}")
+
+
+def _answer(box: Sandbox, name: str, source: str, deadline: float):
+    """What the check cell passes to its checker: the student's function (as a proxy) or value
+    (a prediction, sent over as plain data)."""
+    reply = box.request(("get", name), deadline)
+    if reply[0] == "function":
+        return AnswerFunction(box, name, source, deadline)
+    if reply[0] == "value":
+        return sandbox.from_plain(reply[1])
+    if reply[0] == "missing":
+        raise StudentError(f"`{name}` is not defined: did the answer cell run without an error?")
+    raise StudentError(f"your answer raised {reply[1]}: {reply[2]}")
 
 
 class StudentError(Exception):
@@ -458,15 +472,15 @@ def grade_notebook(student: str, nb: KeyNotebook, paths: list[str], time_limit: 
                 source = "\n".join(answers[g] for g in ex.answers)
                 messages = []
                 for checker, fname in ex.checks:
-                    fn = AnswerFunction(box, fname, source, deadline)
+                    answer = _answer(box, fname, source, deadline)
                     with _captured() as out:
-                        getattr(exercises, checker)(fn)
+                        getattr(exercises, checker)(answer)
                     messages.append(out.getvalue().strip())
                 res.points, res.status, res.feedback = ex.points, "passed", _shorten(" ".join(messages))
             except AssertionError as exc:
                 res.feedback = _shorten(exc)
             except StudentError as exc:
-                res.status, res.feedback = "error", _shorten(f"your function raised {exc}")
+                res.status, res.feedback = "error", _shorten(str(exc))
             except _Timeout:
                 res.status, res.feedback = "timeout", (f"stopped after the time limit of {time_limit:g} s "
                                                        "(an endless loop, or far too slow)")

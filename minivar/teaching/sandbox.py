@@ -9,7 +9,7 @@ submission does here can patch a checker, a point or another submission's result
 The protocol on the two pipes is a sequence of frames (8-byte length + body):
 
     grader -> sandbox   pickle of (op, *payload):  ("setup", sources) | ("run", cell_id, source)
-                                                   | ("call", name, args) | ("exit",)
+                                                   | ("get", name) | ("call", name, args)
     sandbox -> grader   torch.save of a reply, read back with torch.load(weights_only=True), so a
                         reply can hold tensors, numbers, strings, lists, tuples and dicts only.
 
@@ -71,6 +71,8 @@ def to_plain(value, depth: int = 0):
         return {"__numpy_scalar__": value.item(), "dtype": str(value.dtype)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if value is Ellipsis:  # an unanswered prediction: `my_prediction = ...`
+        return {"__ellipsis__": True}
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().clone()
     if isinstance(value, np.ndarray):
@@ -101,6 +103,8 @@ def from_plain(value):
             return value["__numpy_array__"].numpy()
         if "__numpy_scalar__" in value:
             return np.dtype(value["dtype"]).type(value["__numpy_scalar__"])
+        if "__ellipsis__" in value:
+            return Ellipsis
         if "__torch_dtype__" in value:
             return getattr(torch, value["__torch_dtype__"].split(".")[-1])
         return {k: from_plain(v) for k, v in value.items()}
@@ -194,8 +198,17 @@ def serve(fd_in: int, fd_out: int, workdir: str) -> None:
                     if isinstance(exc, KeyboardInterrupt):
                         raise
                     reply = _error_reply(exc, name)
-            elif op == "names":
-                reply = ("ok", sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("__")))
+            elif op == "get":  # what a name is: a function (called through "call") or a value (sent)
+                name = payload[0]
+                if name not in namespace:
+                    reply = ("missing", name)
+                elif callable(namespace[name]):
+                    reply = ("function", name)
+                else:
+                    try:
+                        reply = ("value", to_plain(namespace[name]))
+                    except TypeError as exc:
+                        reply = ("raise", "TypeError", str(exc))
             elif op == "call":
                 name, args = payload
                 fn = namespace.get(name)

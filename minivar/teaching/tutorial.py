@@ -4,6 +4,8 @@ call these functions instead of repeating those cells. Every function seeds itse
 notebook gets the same numbers whichever cells ran before."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .. import data
@@ -17,6 +19,21 @@ from ..training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 def digits_split(size: int = 16):
     """((train_x, train_y), (val_x, val_y)): scikit-learn's digits in [-1, 1], 10% held out (seed 0)."""
     return data.splits("digits", size)
+
+
+def demo_models():
+    """(vae, var, mvar): the committed demo weights (``weights/digits16``, found from any folder by
+    ``minivar.teaching.resources``), in eval mode: a tiny16 tokenizer trained 1500 steps, a VAR of
+    depth 6 and an M-VAR of depth 4 (width 96) trained 1000 steps on the same 90/10 digits split
+    as ``digits_split``. Notebooks whose lesson is not training start from these."""
+    from ..loading import load_model
+    from . import resources
+    w = resources.path("weights/digits16")
+    vae = VQVAE.load(os.path.join(w, "tokenizer.pt")).eval()
+    var, mvar = (load_model(os.path.join(w, f"{name}.pt")).eval() for name in ("var", "mvar"))
+    for m in (var, mvar):
+        m.attach_tokenizer(vae)  # generate / edit without passing vae= each time
+    return vae, var, mvar
 
 
 def digits_tokenizer(train_x: torch.Tensor, steps: int = 200) -> VQVAE:
