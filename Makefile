@@ -55,13 +55,14 @@ demo: $(STAMP)
 # machine once more with PyTorch's portable (non-vectorised) kernels, which round differently from
 # the AVX2 / AVX-512 ones, so that a change that only passes on one kind of CPU fails here; then
 # every notebook re-run by nbval in strict mode: each cell's fresh output must equal the committed
-# one. The notebooks run NB_JOBS at a time (pytest-xdist; a notebook's cells stay in one kernel,
-# in order); each notebook uses one thread, so 2 fit a 2-core machine.
-NB_JOBS ?= 2
+# one. Test files and notebooks run JOBS at a time (pytest-xdist, --dist loadfile: a file's tests,
+# and a notebook's cells in one kernel, stay together and in order), one thread each, so 2 fit a
+# 2-core machine.
+JOBS ?= 2
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -ra
+	$(PYTHON) -m pytest -q -ra -n $(JOBS) --dist loadfile
 	ATEN_CPU_CAPABILITY=default $(PYTHON) -m pytest -q -ra -p no:cacheprovider -m portability
-	$(if $(NOTEBOOKS),$(PYTHON) -m pytest -q -ra -p no:cacheprovider -n $(NB_JOBS) --dist loadfile --nbval --nbval-current-env $(NOTEBOOKS))
+	$(if $(NOTEBOOKS),$(PYTHON) -m pytest -q -ra -p no:cacheprovider -n $(JOBS) --dist loadfile --nbval --nbval-current-env $(NOTEBOOKS))
 
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -ra -m "not slow"

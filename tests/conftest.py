@@ -12,7 +12,10 @@ if not torch.cuda.is_available():  # on a GPU the kernels compile for real
 
 import pytest  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, min(2, os.cpu_count() or 1)))
+# two threads for a serial run; one per worker when pytest-xdist runs test files side by side
+# (`make test` runs two workers on a 2-core machine)
+_default_threads = 1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or _default_threads)
 
 
 @pytest.fixture(autouse=True)

@@ -1760,7 +1760,8 @@ def test_prediction_not_answered(check, value, capsys):
 
 
 @pytest.mark.parametrize("check,value,fragment", PREDICTION_MISTAKES + PREDICTION_WRONG_TYPES,
-                         ids=[f"{c[0].__name__[len('check_'):]}-{c[1]!r}" for c in
+                         ids=[f"{c[0].__name__[len('check_'):]}-"
+                              f"{getattr(c[1], '__name__', None) or repr(c[1])}" for c in
                               PREDICTION_MISTAKES + PREDICTION_WRONG_TYPES])
 def test_prediction_feedback(check, value, fragment, capsys):
     _fails(check, value, fragment, capsys)
