@@ -28,7 +28,7 @@ Hand in the notebooks you were asked for, with their file names unchanged.
 
 def notebook_numbers(text: str) -> str:
     text = text.strip()
-    if not (len(text) == 2 and text.isdigit()) and not (len(text) == 1 and text.isdigit()):
+    if not (text.isdigit() and len(text) <= 2):
         raise argparse.ArgumentTypeError(f"{text!r} is not a notebook number such as 01 or 4")
     return text.zfill(2)
 

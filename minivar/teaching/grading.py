@@ -271,11 +271,10 @@ class Sandbox:
             self.dir, ".cache"), TRITON_CACHE_DIR=os.path.join(self.dir, ".triton"), MPLBACKEND="Agg",
             PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
             TRITON_INTERPRET="1")  # a Triton answer runs interpreted: it cannot be compiled from a cell's text
-        limit = None
-        if memory_gb:
-            nbytes = int(memory_gb * (1 << 30))
+        nbytes = int(memory_gb * (1 << 30)) if memory_gb else 0
 
-            def limit():
+        def limit():  # runs in the child before it starts Python
+            if nbytes:
                 import resource
                 resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
         self.proc = subprocess.Popen([sys.executable, "-m", "minivar.teaching.sandbox"], stdin=subprocess.PIPE,
